@@ -1,0 +1,165 @@
+"""Callbacks that reproduce the notebooks' exploration schedule and their running-reward log."""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+
+@dataclass
+class NotebookEpsilonSchedule:
+    """
+    The notebooks' epsilon as an SB3 schedule (a function of ``progress_remaining``).
+
+    ``epsilon(t) = 1.0`` for ``t < random_steps``, else
+    ``max(final_eps, initial_eps - (initial_eps - final_eps) * t / decay_steps)``, with ``t`` the
+    number of environment steps taken so far (all envs together). The decay counts from step 0, as
+    in the notebooks, so it is already at ``1 - 0.9 * 50k / 1M = 0.955`` when the random phase ends.
+
+    SB3 hands a schedule only ``progress_remaining = 1 - t / total_timesteps``; ``total_timesteps``
+    (set by :class:`LinearEpsilonCallback` at the start of every ``learn``) turns it back into ``t``.
+    It is a plain dataclass of numbers, so it pickles into the model zip without the model.
+    """
+
+    random_steps: int
+    decay_steps: int
+    initial_eps: float
+    final_eps: float
+    total_timesteps: int = 0
+
+    def value(self, t: int) -> float:
+        """Epsilon for the action taken after ``t`` environment steps."""
+        if t < self.random_steps:
+            return 1.0
+        return max(self.final_eps, self.initial_eps - (self.initial_eps - self.final_eps) * t / self.decay_steps)
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.value(round((1.0 - progress_remaining) * self.total_timesteps))
+
+
+class LinearEpsilonCallback(BaseCallback):
+    """
+    Make SB3's DQN explore exactly as the notebooks do (see :class:`NotebookEpsilonSchedule`).
+
+    SB3's ``DQN._on_step`` runs after the callbacks and recomputes ``exploration_rate`` from
+    ``model.exploration_schedule`` on every step, so setting the rate from a callback would be
+    overwritten. This callback instead replaces ``model.exploration_schedule`` at the start of
+    training: DQN itself then applies this schedule (and logs ``rollout/exploration_rate``), and
+    ``exploration_fraction`` / ``exploration_*_eps`` of the DQN constructor are ignored.
+
+    In the random phase epsilon is 1.0, so every action is uniform whatever the Q-network prefers.
+    Keep ``learning_starts`` small: before it SB3 samples uniformly anyway.
+
+    :param random_steps: environment steps of purely random actions (50,000 in the notebooks).
+    :param decay_steps: steps over which epsilon falls from ``initial_eps`` to ``final_eps``,
+        counted from step 0 (1,000,000).
+    :param initial_eps: epsilon at step 0 (1.0).
+    :param final_eps: epsilon after ``decay_steps`` (0.1).
+    :param verbose: 0 silent.
+    :raises ValueError: negative step counts, epsilons outside [0, 1] or ``final_eps > initial_eps``.
+    """
+
+    def __init__(
+        self,
+        random_steps: int = 50_000,
+        decay_steps: int = 1_000_000,
+        initial_eps: float = 1.0,
+        final_eps: float = 0.1,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(verbose)
+        if random_steps < 0:
+            raise ValueError(f"random_steps={random_steps} must be >= 0")
+        if decay_steps <= 0:
+            raise ValueError(f"decay_steps={decay_steps} must be > 0")
+        for name, eps in (("initial_eps", initial_eps), ("final_eps", final_eps)):
+            if not 0.0 <= eps <= 1.0:
+                raise ValueError(f"{name}={eps} must be in [0, 1]")
+        if final_eps > initial_eps:
+            raise ValueError(f"final_eps={final_eps} must be <= initial_eps={initial_eps}")
+        self.schedule = NotebookEpsilonSchedule(int(random_steps), int(decay_steps), float(initial_eps), float(final_eps))
+
+    def _on_training_start(self) -> None:
+        self.schedule.total_timesteps = self.model._total_timesteps
+        self.model.exploration_schedule = self.schedule  # type: ignore[attr-defined]
+        # The first action of this learn() call is chosen before DQN._on_step ever runs.
+        self.model.exploration_rate = self.schedule.value(self.num_timesteps)  # type: ignore[attr-defined]
+
+    def _on_step(self) -> bool:
+        self.logger.record("rollout/exploration_rate", self.schedule.value(self.num_timesteps))
+        return True
+
+
+class RunningRewardCallback(BaseCallback):
+    """
+    The notebooks' progress line and stopping rule.
+
+    Every ``log_every`` environment steps it prints
+    ``running reward: X at episode Y, frame count Z``, where X is the mean *true game score* of the
+    last ``window`` games, read from the Monitor's ``info["episode"]`` (never the clipped or
+    penalised training reward), Y the number of games finished and Z the environment steps taken.
+    It also logs X as ``rollout/running_reward``.
+
+    Training stops once X > ``solved_at`` (checked when a game ends, as in the notebooks), or after
+    ``max_episodes`` games when that is > 0.
+
+    :param log_every: environment steps between two lines (10,000 in the notebooks).
+    :param window: games in the running mean (100).
+    :param solved_at: running reward above which the task counts as solved (40.0).
+    :param max_episodes: stop after this many games; 0 for no limit.
+    """
+
+    def __init__(self, log_every: int = 10_000, window: int = 100, solved_at: float = 40.0, max_episodes: int = 0,
+                 verbose: int = 0) -> None:
+        super().__init__(verbose)
+        if log_every <= 0 or window <= 0 or max_episodes < 0:
+            raise ValueError(
+                f"log_every={log_every} and window={window} must be > 0, max_episodes={max_episodes} >= 0"
+            )
+        self.log_every = int(log_every)
+        self.solved_at = float(solved_at)
+        self.max_episodes = int(max_episodes)
+        self.scores: deque[float] = deque(maxlen=int(window))
+        self.episode_count = 0
+        self.solved = False
+
+    @property
+    def running_reward(self) -> float:
+        """Mean true score of the last ``window`` games (0.0 before the first game ends)."""
+        return float(np.mean(self.scores)) if self.scores else 0.0
+
+    def _on_step(self) -> bool:
+        stop = False
+        for info in self.locals.get("infos", ()):
+            episode = info.get("episode")
+            if episode is None:
+                continue
+            self.scores.append(float(episode["r"]))
+            self.episode_count += 1
+            if self.running_reward > self.solved_at:
+                self.solved = True
+                stop = True
+            if self.max_episodes and self.episode_count >= self.max_episodes:
+                stop = True
+        n_envs = self.training_env.num_envs if self.training_env is not None else 1
+        if self.num_timesteps // self.log_every != (self.num_timesteps - n_envs) // self.log_every:
+            self.print_line()
+        if stop:
+            if self.solved:
+                print(f"Solved at episode {self.episode_count}!", flush=True)
+            self.print_line()
+        return not stop
+
+    def print_line(self) -> None:
+        """Print the notebooks' line and log the running reward."""
+        self.logger.record("rollout/running_reward", self.running_reward)
+        print(
+            f"running reward: {self.running_reward:.2f} at episode {self.episode_count}, "
+            f"frame count {self.num_timesteps}",
+            file=sys.stdout,
+            flush=True,
+        )

@@ -1,0 +1,80 @@
+"""The Nature DQN network body as an SB3 features extractor."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.preprocessing import is_image_space_channels_first
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+# (out_channels, kernel, stride) of the three convolutions of Mnih et al. (2015), "Human-level control
+# through deep reinforcement learning", Nature 518, and of both seed notebooks.
+NATURE_CONVS: tuple[tuple[int, int, int], ...] = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+
+
+def _conv_out(size: int) -> int:
+    """Spatial size after the three valid (unpadded) convolutions; <= 0 when the input is too small."""
+    for _, kernel, stride in NATURE_CONVS:
+        size = (size - kernel) // stride + 1
+        if size <= 0:
+            return 0
+    return size
+
+
+class NatureCNN(BaseFeaturesExtractor):
+    """
+    CNN of the DQN Nature paper: Conv 32x8x8/4, Conv 64x4x4/2, Conv 64x3x3/1 (ReLU after each),
+    flatten, Linear to ``features_dim`` with ReLU.
+
+    With SB3's ``QNetwork`` head (``net_arch=[]``) the Q-network for Breakout's 4 actions on
+    (4, 84, 84) frames has 1,686,180 parameters, as in the notebooks.
+
+    Inputs: stacked frames, channel-first ``(C, H, W)`` or channel-last ``(H, W, C)`` as the
+    observation space says.
+
+    - A ``uint8`` tensor (raw frames, 0..255) is scaled to [0, 1] here.
+    - A floating tensor is taken as already scaled: this is what SB3's policies pass after their own
+      ``preprocess_obs`` (``normalize_images=True``, SB3's default, divides by 255). So the frames are
+      scaled exactly once either way. Do not combine this extractor with ``normalize_images=False``
+      on raw pixels: the network would then see 0..255.
+
+    :param observation_space: a 3-D ``Box`` of frames; height and width of at least 36 pixels.
+    :param features_dim: width of the last (fully connected) layer, 512 in the paper.
+    :raises ValueError: the space is not a 3-D Box, or its frames are too small for the convolutions.
+    """
+
+    def __init__(self, observation_space: gym.Space, features_dim: int = 512) -> None:
+        shape = getattr(observation_space, "shape", None)
+        if not isinstance(observation_space, spaces.Box) or shape is None or len(shape) != 3:
+            raise ValueError(
+                f"NatureCNN needs a 3-D Box of stacked frames, (C, H, W) or (H, W, C); got shape {shape}"
+            )
+        self.channels_first = is_image_space_channels_first(observation_space)
+        if self.channels_first:
+            n_channels, height, width = shape
+        else:
+            height, width, n_channels = shape
+        out_h, out_w = _conv_out(height), _conv_out(width)
+        if out_h == 0 or out_w == 0:
+            raise ValueError(
+                f"NatureCNN needs frames of at least 36x36 pixels; observation shape {shape} gives "
+                f"{height}x{width} frames"
+            )
+        super().__init__(observation_space, features_dim)
+
+        layers: list[nn.Module] = []
+        in_channels = n_channels
+        for out_channels, kernel, stride in NATURE_CONVS:
+            layers += [nn.Conv2d(in_channels, out_channels, kernel_size=kernel, stride=stride), nn.ReLU()]
+            in_channels = out_channels
+        self.cnn = nn.Sequential(*layers, nn.Flatten())
+        self.linear = nn.Sequential(nn.Linear(in_channels * out_h * out_w, features_dim), nn.ReLU())
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        if observations.dtype == th.uint8:
+            observations = observations.float().div_(255.0)
+        if not self.channels_first:
+            observations = observations.permute(0, 3, 1, 2)
+        return self.linear(self.cnn(observations))
