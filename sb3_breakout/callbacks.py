@@ -146,11 +146,10 @@ class RunningRewardCallback(BaseCallback):
             if self.max_episodes and self.episode_count >= self.max_episodes:
                 stop = True
         n_envs = self.training_env.num_envs if self.training_env is not None else 1
-        if self.num_timesteps // self.log_every != (self.num_timesteps - n_envs) // self.log_every:
-            self.print_line()
-        if stop:
-            if self.solved:
-                print(f"Solved at episode {self.episode_count}!", flush=True)
+        crossed = self.num_timesteps // self.log_every != (self.num_timesteps - n_envs) // self.log_every
+        if stop and self.solved:
+            print(f"Solved at episode {self.episode_count}!", flush=True)
+        if crossed or stop:
             self.print_line()
         return not stop
 

@@ -1,0 +1,119 @@
+"""The callbacks inside a real DQN.learn on the real game."""
+
+import re
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import BaseCallback
+
+from sb3_breakout.callbacks import LinearEpsilonCallback, RunningRewardCallback
+from sb3_breakout.envs import make_breakout_env
+from sb3_breakout.torch_layers import NatureCNN
+
+PREFERRED = 2
+
+
+class ActionProbe(BaseCallback):
+    """Records, for every step, (t, epsilon used for the action, action, logged epsilon)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    def _on_step(self):
+        t = self.num_timesteps - 1  # steps taken before this action
+        logged = self.logger.name_to_value.get("rollout/exploration_rate")
+        self.rows.append((t, self.model.exploration_rate, int(self.locals["actions"][0]), logged))
+        return True
+
+
+def make_dqn(env, **kwargs):
+    params = dict(buffer_size=2_000, learning_starts=32, batch_size=32, train_freq=4, gradient_steps=1,
+                  policy_kwargs=dict(features_extractor_class=NatureCNN, net_arch=[]), seed=0, device="cpu")
+    params.update(kwargs)
+    return DQN("CnnPolicy", env, **params)
+
+
+def expected_eps(t, random_steps=500, decay_steps=2_000, initial=1.0, final=0.1):
+    return 1.0 if t < random_steps else max(final, initial - (initial - final) * t / decay_steps)
+
+
+def test_epsilon_schedule_governs_dqn_actions():
+    env = make_breakout_env("deepmind", seed=0)
+    # lr 0 keeps the network's preference for one action fixed; train rarely to keep the test quick
+    model = make_dqn(env, learning_rate=0.0, train_freq=500)
+    with th.no_grad():
+        head = model.q_net.q_net[-1]
+        head.weight.zero_()
+        head.bias.copy_(th.tensor([0.0, 0.0, 100.0, 0.0]))
+    model.q_net_target.load_state_dict(model.q_net.state_dict())
+    probe = ActionProbe()
+    eps_cb = LinearEpsilonCallback(random_steps=500, decay_steps=2_000, initial_eps=1.0, final_eps=0.1)
+    model.learn(4_000, callback=[eps_cb, probe])
+    env.close()
+
+    rows = probe.rows
+    assert len(rows) == 4_000
+    for t, eps, _, logged in rows[1:]:  # row 0's epsilon was set at training start, before any step
+        assert eps == pytest.approx(expected_eps(t)), t
+        assert logged == pytest.approx(expected_eps(t + 1))  # logged after the step, for the next action
+    for t in (0, 499, 500, 1000, 1999, 2000, 3999):
+        assert rows[t][1] == pytest.approx(expected_eps(t))
+
+    # random phase after learning_starts: uniform although the network always prefers action 2
+    random_actions = np.array([a for t, _, a, _ in rows if 32 <= t < 500])
+    counts = np.bincount(random_actions, minlength=4)
+    expected = len(random_actions) / 4
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < 16.27, counts  # p = 0.001 for 3 degrees of freedom
+    # at epsilon 0.1 the greedy action dominates: 1 - 0.1 * 3/4 = 0.925 of the actions
+    late = np.array([a for t, _, a, _ in rows if t >= 2_000])
+    assert 0.88 < (late == PREFERRED).mean() < 0.97
+    # the schedule survives a save: it is a small object, not a closure over the model
+    assert model.exploration_schedule is eps_cb.schedule
+    assert model.exploration_schedule(1.0 - 1000 / model._total_timesteps) == pytest.approx(expected_eps(1000))
+
+
+def test_running_reward_line_and_solved_stop(capsys):
+    env = make_breakout_env("deepmind", seed=1)
+    model = make_dqn(env, learning_starts=10**9)  # random play only: the callback is under test
+    running = RunningRewardCallback(log_every=200, window=100, solved_at=-0.5)
+    model.learn(20_000, callback=running)
+    out = capsys.readouterr().out
+    # a finished game has a true score >= 0 > -0.5: stops at the first game
+    assert running.solved and running.episode_count == 1
+    assert model.num_timesteps < 20_000
+    assert "Solved at episode 1!" in out
+    lines = re.findall(r"running reward: (-?\d+\.\d\d) at episode (\d+), frame count (\d+)", out)
+    assert lines
+    assert all(int(frames) % 200 == 0 for _, _, frames in lines[:-1])
+    monitor_scores = env.env_method("get_episode_rewards")[0]
+    assert float(lines[-1][0]) == pytest.approx(np.mean(monitor_scores), abs=0.005)
+    assert int(lines[-1][1]) == len(monitor_scores) == 1
+    env.close()
+
+
+def test_running_reward_is_the_mean_true_score_and_max_episodes_stops():
+    env = make_breakout_env("deepmind", seed=2)
+    model = make_dqn(env, learning_starts=10**9)
+    running = RunningRewardCallback(log_every=10_000, window=2, max_episodes=3)
+    model.learn(50_000, callback=running)
+    scores = env.env_method("get_episode_rewards")[0]
+    assert running.episode_count == 3 and len(scores) == 3
+    assert running.running_reward == pytest.approx(np.mean(scores[-2:]))
+    assert not running.solved
+    env.close()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(initial_eps=1.5), "initial_eps=1.5"),
+    (dict(final_eps=-0.1), "final_eps=-0.1"),
+    (dict(initial_eps=0.1, final_eps=0.5), "final_eps=0.5 must be <= initial_eps=0.1"),
+    (dict(decay_steps=0), "decay_steps=0"),
+    (dict(random_steps=-1), "random_steps=-1"),
+])
+def test_bad_epsilon_settings_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        LinearEpsilonCallback(**kwargs)
