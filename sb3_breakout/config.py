@@ -66,3 +66,138 @@ def load_entry(path: str | Path, env_id: str, profile: str | None = None) -> dic
     if not isinstance(entry, dict):
         raise ConfigError(f"entry {key!r} in {str(path)!r} must be a mapping of hyperparameters")
     return dict(entry)
+
+
+# ----------------------------------------------------------------------------------------- checks
+#: Keys RL Zoo reads itself; every other key goes to the algorithm's constructor.
+ZOO_KEYS = {
+    "n_timesteps", "policy", "policy_kwargs", "env_wrapper", "vec_env_wrapper", "frame_stack", "n_envs",
+    "callback", "env_kwargs", "normalize", "monitor_kwargs", "replay_buffer_class", "replay_buffer_kwargs",
+}
+#: (key, test, what is allowed) for the numeric hyperparameters this package's learners take.
+RANGES: list[tuple[str, Any, str]] = [
+    ("n_timesteps", lambda v: v >= 0, "a number >= 0"),
+    ("learning_rate", lambda v: v > 0, "a number > 0"),
+    ("gamma", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("buffer_size", lambda v: v >= 1, "an integer >= 1"),
+    ("batch_size", lambda v: v >= 1, "an integer >= 1"),
+    ("learning_starts", lambda v: v >= 0, "an integer >= 0"),
+    ("gradient_steps", lambda v: v >= 1 or v == -1, "an integer >= 1, or -1"),
+    ("target_update_interval", lambda v: v >= 1, "an integer >= 1"),
+    ("max_grad_norm", lambda v: v > 0, "a number > 0"),
+    ("tau", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("exploration_fraction", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    ("exploration_initial_eps", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    ("exploration_final_eps", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    ("frame_stack", lambda v: v >= 1, "an integer >= 1"),
+    ("n_envs", lambda v: v >= 1, "an integer >= 1"),
+]
+INTEGER_KEYS = {"buffer_size", "batch_size", "learning_starts", "gradient_steps", "target_update_interval",
+                "frame_stack", "n_envs"}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def resolve(name: Any, what: str) -> Any:
+    """Import ``package.module.Name``; a ConfigError names ``what`` and the path if it does not exist."""
+    from rl_zoo3.utils import get_class_by_name
+
+    if not isinstance(name, str) or "." not in name:
+        raise ConfigError(f"{what} {name!r} must be a dotted path such as package.module.Name")
+    try:
+        return get_class_by_name(name)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(f"{what} {name!r} cannot be imported: no such module or class") from None
+
+
+def _named_entries(value: Any, what: str) -> list[tuple[str, dict[str, Any]]]:
+    """RL Zoo's ``name`` / ``[name, {name: kwargs}, ...]`` lists as (name, kwargs) pairs."""
+    items = value if isinstance(value, list) else [value]
+    pairs = []
+    for item in items:
+        if isinstance(item, dict):
+            if len(item) != 1:
+                raise ConfigError(f"{what} entry {item!r} must map one class path to its keyword arguments")
+            name, kwargs = next(iter(item.items()))
+            pairs.append((name, kwargs or {}))
+        else:
+            pairs.append((item, {}))
+    return pairs
+
+
+def _check_call(obj: Any, kwargs: dict[str, Any], what: str, first: Any = ()) -> None:
+    import inspect
+
+    try:
+        inspect.signature(obj).bind(*first, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+
+
+def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
+    """
+    Refuse a hyperparameter entry that cannot train, before anything is built or written.
+
+    Checks: unknown keys (neither RL Zoo's nor the algorithm's), types and ranges of the numeric
+    keys, ``batch_size <= buffer_size``, importable class paths in ``env_wrapper``, ``callback``,
+    ``policy`` and ``replay_buffer_class``, a ``policy_kwargs`` expression RL Zoo can evaluate, and
+    the callbacks' own checks (epsilon in [0, 1], final <= initial, ...) by building them.
+
+    :raises ConfigError: one line naming the key, the bad value and what is allowed.
+    """
+    import inspect
+
+    import rl_zoo3.exp_manager
+    from rl_zoo3.utils import ALGOS
+
+    if algo not in ALGOS:
+        raise ConfigError(f"unknown algo {algo!r}: choose one of {', '.join(sorted(ALGOS))}")
+    algo_keys = set(inspect.signature(ALGOS[algo].__init__).parameters) - {"self", "env", "policy"}
+    unknown = sorted(set(entry) - ZOO_KEYS - algo_keys)
+    if unknown:
+        raise ConfigError(f"unknown hyperparameter {unknown[0]!r} for {algo}: allowed are RL Zoo's keys and "
+                          f"{ALGOS[algo].__name__}'s arguments")
+    for key, test, allowed in RANGES:
+        if key not in entry:
+            continue
+        value = entry[key]
+        if key == "learning_rate" and isinstance(value, str) and value.startswith("lin_"):
+            value = float(value[4:]) if value[4:].replace(".", "", 1).replace("e-", "", 1).isdigit() else -1
+        wrong_type = not _is_number(value) or (key in INTEGER_KEYS and float(value) != int(value))
+        if wrong_type or not test(value):
+            raise ConfigError(f"{key}={entry[key]!r} is not allowed: must be {allowed}")
+    if "train_freq" in entry:
+        freq = entry["train_freq"]
+        count = freq[0] if isinstance(freq, list) and len(freq) == 2 and freq[1] in ("step", "episode") else freq
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ConfigError(f"train_freq={freq!r} is not allowed: must be an integer >= 1 or [n, 'step'|'episode']")
+    if entry.get("batch_size", 0) > entry.get("buffer_size", float("inf")):
+        raise ConfigError(f"batch_size={entry['batch_size']} is larger than buffer_size={entry['buffer_size']}")
+
+    if "policy" in entry and not isinstance(entry["policy"], str):
+        raise ConfigError(f"policy={entry['policy']!r} must be a policy name such as CnnPolicy or a class path")
+    if isinstance(entry.get("policy"), str) and "." in entry["policy"]:
+        resolve(entry["policy"], "policy")
+    for key in ("policy_kwargs", "replay_buffer_class", "replay_buffer_kwargs"):
+        if isinstance(entry.get(key), str):
+            try:  # evaluated where and as RL Zoo evaluates it
+                eval(entry[key], vars(rl_zoo3.exp_manager))
+            except Exception as exc:
+                raise ConfigError(f"{key} {entry[key]!r} cannot be evaluated: {type(exc).__name__}: {exc}") from None
+    for name, kwargs in _named_entries(entry.get("env_wrapper", []), "env_wrapper"):
+        _check_call(resolve(name, "env_wrapper"), kwargs, f"env_wrapper {name}", first=(None,))
+    for name, kwargs in _named_entries(entry.get("callback", []), "callback"):
+        callback_class = resolve(name, "callback")
+        try:
+            callback_class(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"callback {name}: {exc}") from None
+    if "profile" in str(entry.get("env_wrapper")):
+        from sb3_breakout.wrappers import PROFILES
+
+        for name, kwargs in _named_entries(entry["env_wrapper"], "env_wrapper"):
+            if "profile" in kwargs and kwargs["profile"] not in PROFILES:
+                raise ConfigError(f"env_wrapper {name}: unknown profile {kwargs['profile']!r}; "
+                                  f"choose one of {', '.join(PROFILES)}")

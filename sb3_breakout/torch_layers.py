@@ -40,12 +40,24 @@ class NatureCNN(BaseFeaturesExtractor):
       scaled exactly once either way. Do not combine this extractor with ``normalize_images=False``
       on raw pixels: the network would then see 0..255.
 
+    Speed options (same network, same parameters; measured in ``scripts/bench_throughput.py``):
+
+    - ``channels_last`` (default True): weights and activations in NHWC memory format, which
+      oneDNN's CPU convolutions run faster than NCHW (the update took ~0.7x the time here).
+    - ``bf16`` (default False): run the convolutions and the dense layer under bfloat16 autocast;
+      the output is cast back to float32, so the Q head, the loss and Adam stay in float32. It pays
+      off only where the CPU has fast bf16 matrix units (AMX); on AVX-512-only CPUs it is slower.
+
     :param observation_space: a 3-D ``Box`` of frames; height and width of at least 36 pixels.
     :param features_dim: width of the last (fully connected) layer, 512 in the paper.
+    :param channels_last: use the NHWC memory format.
+    :param bf16: use bfloat16 autocast on the CPU.
     :raises ValueError: the space is not a 3-D Box, or its frames are too small for the convolutions.
     """
 
-    def __init__(self, observation_space: gym.Space, features_dim: int = 512) -> None:
+    def __init__(
+        self, observation_space: gym.Space, features_dim: int = 512, channels_last: bool = True, bf16: bool = False
+    ) -> None:
         shape = getattr(observation_space, "shape", None)
         if not isinstance(observation_space, spaces.Box) or shape is None or len(shape) != 3:
             raise ValueError(
@@ -71,10 +83,19 @@ class NatureCNN(BaseFeaturesExtractor):
             in_channels = out_channels
         self.cnn = nn.Sequential(*layers, nn.Flatten())
         self.linear = nn.Sequential(nn.Linear(in_channels * out_h * out_w, features_dim), nn.ReLU())
+        self.channels_last = channels_last
+        self.bf16 = bf16
+        if channels_last:
+            self.cnn.to(memory_format=th.channels_last)
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
         if observations.dtype == th.uint8:
             observations = observations.float().div_(255.0)
         if not self.channels_first:
             observations = observations.permute(0, 3, 1, 2)
+        if self.channels_last:
+            observations = observations.contiguous(memory_format=th.channels_last)
+        if self.bf16:
+            with th.autocast(observations.device.type, dtype=th.bfloat16):
+                return self.linear(self.cnn(observations)).float()
         return self.linear(self.cnn(observations))

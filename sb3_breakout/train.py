@@ -1,45 +1,84 @@
 """
 ``python -m sb3_breakout.train``: train DQN on Breakout from ``hyperparams/dqn.yml``.
 
-Data flow: this CLI reads one YAML entry (:mod:`sb3_breakout.config`), RL Zoo's ``ExperimentManager``
-turns it into objects (env: :mod:`sb3_breakout.envs` / :mod:`sb3_breakout.wrappers`; learner: SB3's
-``DQN`` with :class:`sb3_breakout.torch_layers.NatureCNN`; callbacks: :mod:`sb3_breakout.callbacks`),
-and writes the RL Zoo run layout ``<log>/<algo>/<env>_<id>/`` (model zip, Monitor CSV, and
-``<env>/config.yml``, ``args.yml``), which ``python -m rl_zoo3.enjoy`` reads as it is.
+Data flow: this CLI reads one YAML entry (:mod:`sb3_breakout.config`) and checks it, with the env,
+the RAM and the log folder, before anything is written; RL Zoo's ``ExperimentManager`` turns it into
+objects (env: :mod:`sb3_breakout.envs` / :mod:`sb3_breakout.wrappers`; learner: SB3's ``DQN`` with
+:class:`sb3_breakout.torch_layers.NatureCNN`; callbacks: :mod:`sb3_breakout.callbacks`); SB3's
+``learn`` runs with those callbacks plus :class:`sb3_breakout.checkpoint.CheckpointCallback`; the run
+is written in RL Zoo's layout ``<log>/<algo>/<env>_<id>/`` (model zip, Monitor CSV,
+``<env>/config.yml`` and ``args.yml``, ``checkpoints/``), which ``python -m rl_zoo3.enjoy`` reads.
 
-Flags follow ``rl_zoo3.train`` where they overlap.
+Flags follow ``rl_zoo3.train`` where they overlap. Exit status: 0 done or interrupted (a checkpoint is
+written), 1 training diverged, 2 bad input (nothing written).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import uuid
+from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+import psutil
 import torch as th
+import yaml
 from rl_zoo3.exp_manager import ExperimentManager
-from rl_zoo3.utils import ALGOS, StoreDict
+from rl_zoo3.utils import ALGOS, StoreDict, get_latest_run_id, get_wrapper_class
 from stable_baselines3.common.utils import set_random_seed
 
+from sb3_breakout import checkpoint as ckpt
 from sb3_breakout import config as cfg
+from sb3_breakout.callbacks import RunningRewardCallback
 from sb3_breakout.envs import ENV_ID
 
 
 class BreakoutExperimentManager(ExperimentManager):
-    """RL Zoo's ``ExperimentManager`` reading the entry of a *profile* instead of the bare env id."""
+    """
+    RL Zoo's ``ExperimentManager`` that reads the entry of a *profile* (or, when resuming, the run's
+    own ``config.yml``), writes files atomically, and never rewrites a resumed run's config.
+    """
 
-    def __init__(self, *args: Any, profile: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, profile: str | None = None, resume_dir: Path | None = None,
+                 entry: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.profile = profile
+        self.entry = entry
+        self.resume_dir = resume_dir
+        if resume_dir is not None:  # continue in the same folder, appending to its Monitor files
+            self.save_path = str(resume_dir)
+            self.params_path = str(resume_dir / self.env_name)
 
     def read_hyperparameters(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        hyperparams = cfg.load_entry(self.config, self.env_name.gym_id, self.profile)
-        hyperparams.update(self.custom_hyperparams or {})
+        if self.entry is not None:
+            hyperparams = dict(self.entry)
+        else:
+            hyperparams = cfg.load_entry(self.config, self.env_name.gym_id, self.profile)
+            hyperparams.update(self.custom_hyperparams or {})
         if self.env_kwargs:  # --env-kwargs overrides the YAML
             hyperparams["env_kwargs"] = {**hyperparams.get("env_kwargs", {}), **self.env_kwargs}
-        saved_hyperparams = dict(sorted(hyperparams.items()))
-        return hyperparams, saved_hyperparams
+        return hyperparams, dict(sorted(hyperparams.items()))
+
+    def create_envs(self, n_envs: int, eval_env: bool = False, no_log: bool = False):
+        if self.resume_dir is not None and not eval_env:
+            self.monitor_kwargs = {**self.monitor_kwargs, "override_existing": False}
+        return super().create_envs(n_envs, eval_env, no_log)
+
+    def _save_config(self, saved_hyperparams: dict[str, Any]) -> None:
+        if self.resume_dir is None:
+            super()._save_config(saved_hyperparams)
+
+    def save_trained_model(self, model: Any) -> None:
+        """The final model, written to a temporary name and renamed into place."""
+        final = Path(self.save_path) / f"{self.env_name}.zip"
+        tmp = Path(self.save_path) / f".{self.env_name}.tmp.zip"
+        model.save(tmp)
+        os.replace(tmp, final)
+        print(f"Saved {final}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,16 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sb3_breakout.train",
         description="Train DQN on Atari Breakout with the notebooks' recipe (RL Zoo run layout).",
     )
-    parser.add_argument("--algo", default="dqn", choices=sorted(ALGOS), help="RL algorithm (default: dqn)")
+    parser.add_argument("--algo", default="dqn", help="RL algorithm of RL Zoo (default: dqn)")
     parser.add_argument("--env", default=ENV_ID, help=f"environment id (default: {ENV_ID})")
     parser.add_argument(
-        "--profile",
-        default=None,
+        "--profile", default=None,
         help="YAML entry to train: 'deepmind' (the entry named by the env id, default), 'keras', "
         "or any NAME with an entry '<env>-NAME'",
     )
     parser.add_argument("-conf", "--conf-file", default=None, help="hyperparameter YAML (default: hyperparams/<algo>.yml)")
-    parser.add_argument("-n", "--n-timesteps", type=int, default=-1, help="override the number of agent steps")
+    parser.add_argument("-n", "--n-timesteps", type=int, default=-1, help="agent steps (default: the YAML's)")
     parser.add_argument(
         "-params", "--hyperparams", type=str, nargs="+", action=StoreDict, default=None,
         help="override hyperparameters, e.g. -params buffer_size:1000 learning_starts:32",
@@ -67,11 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-f", "--log-folder", default="logs", help="log folder (default: logs)")
     parser.add_argument("-tb", "--tensorboard-log", default="", help="TensorBoard log folder (default: none)")
     parser.add_argument("--device", default="auto", help="PyTorch device: auto (GPU when torch sees one), cpu, cuda")
-    parser.add_argument("--num-threads", type=int, default=-1, help="torch CPU threads (-1: torch's default)")
+    parser.add_argument("--num-threads", type=int, default=-1, help="torch CPU threads (default: torch's)")
     parser.add_argument(
         "-P", "--progress", action=argparse.BooleanOptionalAction, default=None,
         help="progress bar (default: on when stdout is a terminal)",
     )
+    parser.add_argument("--save-freq", type=int, default=100_000,
+                        help="checkpoint every N agent steps, with the replay buffer (default: 100000; <= 0: "
+                        "only on SIGINT/SIGTERM)")
+    parser.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept (default: 2)")
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue the run in RUN_DIR from its last checkpoint")
     parser.add_argument("--eval-freq", type=int, default=-1,
                         help="evaluate every N steps with RL Zoo's EvalCallback (default: -1, never)")
     parser.add_argument("--eval-episodes", type=int, default=5, help="games per evaluation (default: 5)")
@@ -82,8 +126,121 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# ------------------------------------------------------------------------------------ preflight
+def check_env(env_id: str, entry: dict[str, Any]) -> tuple[int, ...]:
+    """Build one env as the entry says (no Monitor file) and return its stacked observation shape."""
+    if env_id not in gym.registry:
+        raise cfg.ConfigError(f"unknown env id {env_id!r}: not registered with gymnasium")
+    try:
+        env = gym.make(env_id, **entry.get("env_kwargs", {}))
+    except (FileNotFoundError, OSError) as exc:
+        raise cfg.ConfigError(f"cannot load the Atari ROM of {env_id!r} ({exc}); ale-py ships the ROMs: "
+                              "reinstall ale-py or unset ALE_ROMS_DIR") from None
+    except TypeError as exc:
+        raise cfg.ConfigError(f"env_kwargs {entry.get('env_kwargs')!r} are not accepted by {env_id!r}: {exc}") from None
+    wrapper = get_wrapper_class(entry)
+    if wrapper is not None:
+        env = wrapper(env)
+    shape = env.observation_space.shape or ()
+    env.close()
+    return (*shape, entry.get("frame_stack", 1))
+
+
+def replay_buffer_nbytes(entry: dict[str, Any], obs_shape: tuple[int, ...]) -> tuple[int, str]:
+    """Bytes the replay buffer of ``entry`` will take, and the buffer class's name."""
+    import rl_zoo3.exp_manager
+
+    n = int(entry.get("buffer_size", 1_000_000)) * int(entry.get("n_envs", 1))
+    buffer_class = entry.get("replay_buffer_class")
+    if isinstance(buffer_class, str):
+        buffer_class = eval(buffer_class, vars(rl_zoo3.exp_manager))
+    if buffer_class is not None and hasattr(buffer_class, "estimate_nbytes"):
+        space = gym.spaces.Box(0, 255, (obs_shape[-1], *obs_shape[:2]), np.uint8)
+        return int(buffer_class.estimate_nbytes(int(entry.get("buffer_size", 1_000_000)), space,
+                                                int(entry.get("n_envs", 1)))), buffer_class.__name__
+    obs_bytes = int(np.prod(obs_shape))
+    copies = 1 if entry.get("optimize_memory_usage") else 2
+    return n * (copies * obs_bytes + 8 + 3 * 4), "ReplayBuffer"
+
+
+def check_memory(entry: dict[str, Any], obs_shape: tuple[int, ...]) -> None:
+    needed, name = replay_buffer_nbytes(entry, obs_shape)
+    available = psutil.virtual_memory().available
+    if needed > available:
+        raise cfg.ConfigError(
+            f"replay buffer of {entry.get('buffer_size')} transitions ({name}) needs {needed / 1e9:.1f} GB but "
+            f"{available / 1e9:.1f} GB of RAM is available: lower buffer_size or use replay_buffer_class "
+            "sb3_breakout.buffers.FrameStackReplayBuffer (~7 KB per transition)"
+        )
+
+
+def check_writable(folder: str) -> None:
+    path = Path(folder).resolve()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise cfg.ConfigError(f"log folder {folder!r} cannot be written ({existing} is not a writable folder)")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.algo not in ALGOS:
+        raise cfg.ConfigError(f"unknown algo {args.algo!r}: choose one of {', '.join(sorted(ALGOS))}")
+    for name in ("keep_checkpoints",):
+        if getattr(args, name) < 1:
+            raise cfg.ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+    if args.n_timesteps < -1:
+        raise cfg.ConfigError(f"--n-timesteps={args.n_timesteps} must be >= 0")
+
+
+def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path | None]:
+    """
+    Everything that can be refused, before anything is written: the hyperparameter entry, the env,
+    the RAM, the log folder, and for ``--resume`` the run folder and its last good checkpoint.
+
+    :return: the entry, the resume folder and the checkpoint to resume from (None, None for a new run).
+    :raises cfg.ConfigError: one line naming the bad value.
+    """
+    check_args(args)
+    resume_dir = checkpoint = None
+    if args.resume:
+        resume_dir = Path(args.resume)
+        config_file = resume_dir / args.env / "config.yml"
+        if not config_file.is_file():
+            raise cfg.ConfigError(f"--resume {args.resume!r} is not a run folder: {config_file} is missing")
+        entry = yaml.safe_load(config_file.read_text())
+        try:
+            checkpoint, skipped = ckpt.latest_valid_checkpoint(resume_dir)
+        except ckpt.CheckpointError as exc:
+            raise cfg.ConfigError(str(exc)) from None
+        for line in skipped:
+            print(f"warning: {line}; using the earlier checkpoint {checkpoint}", file=sys.stderr)
+    else:
+        conf_file = args.conf_file or str(cfg.default_config(args.algo))
+        entry = cfg.load_entry(conf_file, args.env, args.profile)
+        entry.update(args.hyperparams or {})
+        check_writable(args.log_folder)
+    cfg.validate_entry(entry, args.algo)
+    obs_shape = check_env(args.env, {**entry, "env_kwargs": {**entry.get("env_kwargs", {}), **(args.env_kwargs or {})}})
+    check_memory(entry, obs_shape)
+    return entry, resume_dir, checkpoint
+
+
+# ------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        entry, resume_dir, checkpoint = prepare(args)
+    except cfg.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    if resume_dir is not None:  # the original run's settings, except what this command may change
+        with open(resume_dir / args.env / "args.yml") as f:  # RL Zoo writes it as a python OrderedDict
+            saved = dict(yaml.load(f, Loader=yaml.UnsafeLoader) or {})
+        for key in ("algo", "profile", "seed", "n_timesteps", "tensorboard_log", "log_interval", "verbose"):
+            if key in saved:
+                setattr(args, key, saved[key])
     if args.progress is None:
         args.progress = sys.stdout.isatty()
     if args.seed < 0:
@@ -91,38 +248,58 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_threads > 0:
         th.set_num_threads(args.num_threads)
     set_random_seed(args.seed)
-    conf_file = args.conf_file or str(cfg.default_config(args.algo))
 
-    try:
-        cfg.load_entry(conf_file, args.env, args.profile)  # fail fast, before any folder is made
-    except cfg.ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
+    state = ckpt.load_state(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None:
+        ckpt.restore_run_files(checkpoint, resume_dir)
     exp_manager = BreakoutExperimentManager(
-        args,
-        args.algo,
-        args.env,
-        args.log_folder,
+        args, args.algo, args.env, args.log_folder,
         tensorboard_log=args.tensorboard_log,
         n_timesteps=args.n_timesteps,
         eval_freq=args.eval_freq,
         n_eval_episodes=args.eval_episodes,
-        hyperparams=args.hyperparams,
         env_kwargs=args.env_kwargs,
-        uuid_str=f"_{__import__('uuid').uuid4()}" if args.uuid else "",
-        seed=args.seed,
+        trained_agent=str(checkpoint / "model.zip") if checkpoint is not None else "",
+        uuid_str=f"_{uuid.uuid4()}" if args.uuid else "",
+        # a resumed run plays new games, not the first ones again
+        seed=args.seed + (state["num_timesteps"] if state else 0),
         log_interval=args.log_interval,
         verbose=args.verbose,
         device=args.device,
-        config=conf_file,
+        config=args.conf_file or str(cfg.default_config(args.algo)),
         show_progress=args.progress,
         profile=args.profile,
+        entry=entry,
+        resume_dir=resume_dir,
     )
-    print(f"Training {args.algo} on {args.env} (profile {args.profile or cfg.DEFAULT_PROFILE}), seed {args.seed}")
+    if resume_dir is None:
+        print(f"Training {args.algo} on {args.env} (profile {args.profile or cfg.DEFAULT_PROFILE}), seed {args.seed}")
     model, _ = exp_manager.setup_experiment()
-    exp_manager.learn(model)
+    run_dir = Path(exp_manager.save_path)
+    running = next((c for c in exp_manager.callbacks if isinstance(c, RunningRewardCallback)), None)
+    if state is not None:
+        ckpt.restore_callbacks(state, running)
+        ckpt.restore_rng_state(model, state["rng"])
+        print(f"Resuming {run_dir} from {checkpoint.name}: step {model.num_timesteps} of {exp_manager.n_timesteps}")
+    saver = ckpt.CheckpointCallback(run_dir, args.save_freq, args.keep_checkpoints, running_reward=running)
+    remaining = exp_manager.n_timesteps - model.num_timesteps
+    try:
+        model.learn(
+            remaining,
+            callback=[*exp_manager.callbacks, saver],
+            log_interval=args.log_interval,
+            tb_log_name=run_dir.name,
+            reset_num_timesteps=state is None,
+        )
+    except ckpt.TrainingDivergedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        model.env.close()
     exp_manager.save_trained_model(model)
+    if saver.interrupted:
+        print(f"Interrupted: checkpoint {saver.last_checkpoint}. Resume with: "
+              f"python -m sb3_breakout.train --resume {run_dir}")
     return 0
 
 

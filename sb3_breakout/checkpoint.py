@@ -1,0 +1,258 @@
+"""
+Checkpoints that survive a kill: everything needed to continue a run, written atomically.
+
+A checkpoint is a folder ``<run>/checkpoints/step_<N>/`` holding
+
+- ``model.zip``: SB3's save -- policy and target network, Adam's state, the step counter, ``_n_calls``
+  (target-update phase), the exploration schedule;
+- ``replay_buffer.pkl``: SB3's ``save_replay_buffer`` (the compact form when the buffer is a
+  :class:`~sb3_breakout.buffers.FrameStackReplayBuffer`);
+- ``state.pkl``: the callbacks' state (running reward: episode count and last scores), the RNG
+  states (python, numpy, torch, the action space's) and the step count;
+- ``monitor/``: copies of the run's Monitor CSVs as they were at step N.
+
+It is written into ``step_<N>.tmp/`` and renamed into place (an atomic rename on POSIX), so a kill at
+any moment leaves the previous checkpoint intact; only the last ``keep`` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import shutil
+import signal
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+
+from sb3_breakout.callbacks import RunningRewardCallback
+
+CHECKPOINT_DIR = "checkpoints"
+FILES = ("model.zip", "replay_buffer.pkl", "state.pkl")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the network's weights stopped being finite."""
+
+
+def checkpoint_root(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (unfinished ``.tmp`` folders are not listed)."""
+    root = checkpoint_root(run_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def verify_checkpoint(path: Path) -> None:
+    """
+    Check that every file of a checkpoint is there and readable, without loading the model.
+
+    :raises CheckpointError: naming the missing, truncated or corrupt file.
+    """
+    for name in FILES:
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint file {file} is missing")
+    try:
+        with zipfile.ZipFile(path / "model.zip") as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            raise CheckpointError(f"checkpoint file {path / 'model.zip'} is corrupt (member {bad})")
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise CheckpointError(f"checkpoint file {path / 'model.zip'} is truncated or corrupt ({exc})") from None
+    for name in ("replay_buffer.pkl", "state.pkl"):
+        try:
+            with open(path / name, "rb") as f:
+                pickle.load(f)
+        except Exception as exc:  # any unpickling failure means the file is damaged
+            raise CheckpointError(f"checkpoint file {path / name} is truncated or corrupt ({type(exc).__name__})") from None
+
+
+def latest_valid_checkpoint(run_dir: str | Path) -> tuple[Path, list[str]]:
+    """
+    The newest checkpoint that verifies, and one warning line per newer one that did not.
+
+    :raises CheckpointError: the run has no checkpoint, or none verifies.
+    """
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        raise CheckpointError(f"no checkpoint in {checkpoint_root(run_dir)} (was the run started with --save-freq > 0?)")
+    skipped: list[str] = []
+    for path in reversed(checkpoints):
+        try:
+            verify_checkpoint(path)
+            return path, skipped
+        except CheckpointError as exc:
+            skipped.append(str(exc))
+    raise CheckpointError(f"no usable checkpoint in {checkpoint_root(run_dir)}: " + "; ".join(skipped))
+
+
+def rng_state(model: Any) -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": th.get_rng_state(),
+        "action_space": model.action_space.np_random.bit_generator.state,
+    }
+
+
+def restore_rng_state(model: Any, state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    th.set_rng_state(state["torch"])
+    model.action_space.np_random.bit_generator.state = state["action_space"]
+
+
+def weights_are_finite(model: Any) -> bool:
+    return all(bool(th.isfinite(p).all()) for p in model.policy.parameters())
+
+
+class CheckpointCallback(BaseCallback):
+    """
+    Write a checkpoint every ``save_freq`` agent steps and when SIGINT or SIGTERM arrives; stop
+    training on a non-finite loss or weights.
+
+    The checkpoint is written at the first rollout start after it is due (with ``train_freq: 4``,
+    within 4 steps), when the last step's transition is stored and its gradient step is done, so
+    that a resumed run continues exactly from there. On SIGINT/SIGTERM the current rollout
+    finishes, a checkpoint is written and training stops (``interrupted`` is then True). Every step the last logged ``train/loss`` is checked, and the
+    weights before each checkpoint: a NaN or inf raises :class:`TrainingDivergedError` and no
+    checkpoint is written, so the last good one stays.
+
+    :param run_dir: the run folder (RL Zoo's ``<log>/<algo>/<env>_<id>``).
+    :param save_freq: agent steps (all envs together) between checkpoints; <= 0 only on signals.
+    :param keep: number of checkpoints kept (older ones are deleted).
+    :param running_reward: the run's running-reward callback, whose state is saved; None if absent.
+    """
+
+    def __init__(self, run_dir: str | Path, save_freq: int = 100_000, keep: int = 2,
+                 running_reward: RunningRewardCallback | None = None, verbose: int = 1) -> None:
+        super().__init__(verbose)
+        self.run_dir = Path(run_dir)
+        self.save_freq = int(save_freq)
+        self.keep = max(1, int(keep))
+        self.running_reward = running_reward
+        self.interrupted = False
+        self._pending = False  # a checkpoint is due at the next rollout start
+        self._stop = False
+        self.last_checkpoint: Path | None = None
+        self._signal: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
+
+    # -- signals
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self._signal = signum
+
+    def _on_training_start(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous_handlers[sig] = signal.signal(sig, self._handle)
+
+    # -- every step
+    def _on_step(self) -> bool:
+        if self._stop:
+            return False
+        loss = self.logger.name_to_value.get("train/loss")
+        if loss is not None and not np.isfinite(loss):
+            raise TrainingDivergedError(
+                f"training loss became {loss} at step {self.num_timesteps}; the last good checkpoint is kept"
+            )
+        n_envs = self.training_env.num_envs if self.training_env is not None else 1
+        due = self.save_freq > 0 and self.num_timesteps // self.save_freq != (self.num_timesteps - n_envs) // self.save_freq
+        self._pending = self._pending or due or self._signal is not None
+        return True
+
+    # SB3 stores a step's transition and runs DQN._on_step *after* the callbacks' on_step, and the
+    # gradient step after the rollout: the state is whole only at the start of the next rollout.
+    def _on_rollout_start(self) -> None:
+        if self._pending or self._signal is not None:
+            self.save()
+        if self._signal is not None:
+            self._stop = self.interrupted = True
+            if self.verbose:
+                print(f"{signal.Signals(self._signal).name} received: checkpoint written at step {self.num_timesteps}",
+                      flush=True)
+
+    def _on_training_end(self) -> None:
+        if self._pending and not self._stop:
+            self.save()
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
+        self._previous_handlers.clear()
+
+    def save(self) -> Path:
+        """Write the checkpoint of the current step; returns its folder."""
+        if not weights_are_finite(self.model):
+            raise TrainingDivergedError(
+                f"network weights are not finite at step {self.num_timesteps}; the last good checkpoint is kept"
+            )
+        root = checkpoint_root(self.run_dir)
+        final = root / f"step_{self.num_timesteps}"
+        tmp = root / f"step_{self.num_timesteps}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.model.save(tmp / "model.zip")
+        self.model.save_replay_buffer(tmp / "replay_buffer.pkl")
+        state = {
+            "num_timesteps": self.num_timesteps,
+            "rng": rng_state(self.model),
+            "running_reward": None if self.running_reward is None else {
+                "scores": list(self.running_reward.scores),
+                "episode_count": self.running_reward.episode_count,
+                "solved": self.running_reward.solved,
+            },
+        }
+        with open(tmp / "state.pkl", "wb") as f:
+            pickle.dump(state, f)
+        (tmp / "monitor").mkdir()
+        for csv in self.run_dir.glob("*.monitor.csv"):
+            shutil.copy2(csv, tmp / "monitor" / csv.name)
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                with open(file, "rb") as f:
+                    os.fsync(f.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        for old in list_checkpoints(self.run_dir)[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        self._pending = False
+        self.last_checkpoint = final
+        if self.verbose:
+            print(f"checkpoint: {final}", flush=True)
+        return final
+
+
+def restore_run_files(checkpoint: Path, run_dir: Path) -> None:
+    """Put the Monitor CSVs back as they were at the checkpoint (rows written after it are dropped)."""
+    for csv in (checkpoint / "monitor").glob("*.monitor.csv"):
+        tmp = run_dir / f".{csv.name}.tmp"
+        shutil.copy2(csv, tmp)
+        os.replace(tmp, run_dir / csv.name)
+
+
+def load_state(checkpoint: Path) -> dict[str, Any]:
+    with open(checkpoint / "state.pkl", "rb") as f:
+        return pickle.load(f)
+
+
+def restore_callbacks(state: dict[str, Any], running_reward: RunningRewardCallback | None) -> None:
+    saved = state.get("running_reward")
+    if running_reward is not None and saved is not None:
+        running_reward.scores.clear()
+        running_reward.scores.extend(saved["scores"])
+        running_reward.episode_count = saved["episode_count"]
+        running_reward.solved = saved["solved"]

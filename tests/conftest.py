@@ -1,0 +1,41 @@
+"""Shared helpers: small configurations of the real recipe, and the CLI in a subprocess."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sb3_breakout.config import default_config, load_entry
+
+ENV = "BreakoutNoFrameskip-v4"
+
+
+def small_entry(**overrides):
+    """The default entry with a small buffer and a short epsilon schedule (random 200, decay 2,000)."""
+    entry = load_entry(default_config("dqn"), ENV)
+    entry.update(buffer_size=5_000, callback=[
+        {"sb3_breakout.callbacks.LinearEpsilonCallback": dict(random_steps=200, decay_steps=2_000,
+                                                               initial_eps=1.0, final_eps=0.1)},
+        {"sb3_breakout.callbacks.RunningRewardCallback": dict(log_every=500, window=100, solved_at=40.0)},
+    ])
+    entry.update(overrides)
+    return entry
+
+
+def write_conf(folder: Path, entry: dict, name: str = "conf.yml") -> Path:
+    path = Path(folder) / name
+    path.write_text(yaml.safe_dump({ENV: entry}))
+    return path
+
+
+def run_cli(args, cwd, timeout=600, env=None):
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+
+
+@pytest.fixture
+def small_conf(tmp_path):
+    return write_conf(tmp_path, small_entry())

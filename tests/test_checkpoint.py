@@ -1,0 +1,130 @@
+"""Checkpoints, resume after SIGKILL/SIGTERM, damaged checkpoints, determinism: real processes, real files."""
+
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import DQN
+
+from conftest import ENV, run_cli
+from sb3_breakout.checkpoint import list_checkpoints
+
+
+def start_training(tmp_path, conf, *extra):
+    return subprocess.Popen(
+        [sys.executable, "-m", "sb3_breakout.train", "-conf", str(conf), "-f", "logs", "--seed", "3", *extra],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(predicate, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise TimeoutError
+
+
+def expected_eps(t):  # the small config's schedule
+    return 1.0 if t < 200 else max(0.1, 1.0 - 0.9 * t / 2_000)
+
+
+def games_in(run_dir):
+    return len((run_dir / "0.monitor.csv").read_text().splitlines()) - 2  # two header lines
+
+
+def test_sigkill_then_resume_continues_the_run(tmp_path, small_conf):
+    run_dir = tmp_path / "logs" / "dqn" / f"{ENV}_1"
+    proc = start_training(tmp_path, small_conf, "-n", "1500", "--save-freq", "300")
+    wait_for(lambda: any(p.name == "step_600" for p in list_checkpoints(run_dir)))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    checkpoint = list_checkpoints(run_dir)[-1]
+    step = int(checkpoint.name[5:])
+    with open(checkpoint / "state.pkl", "rb") as f:
+        state = pickle.load(f)
+    games_at_checkpoint = state["running_reward"]["episode_count"]
+    with open(checkpoint / "replay_buffer.pkl", "rb") as f:
+        buffer_at_checkpoint = pickle.load(f)
+
+    resumed = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir), "--save-freq", "300"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"from step_{step}: step {step} of 1500" in resumed.stdout
+    final = DQN.load(run_dir / f"{ENV}.zip", device="cpu")
+    assert final.num_timesteps == 1500
+    # epsilon continues the schedule (a restarted one would be at expected_eps(1500 - step))
+    assert final.exploration_rate == pytest.approx(expected_eps(1500))
+    assert expected_eps(1500) != pytest.approx(expected_eps(1500 - step))
+    assert final._n_calls == 1500  # the target network's update phase continues too
+    # the running reward's episode count continues: its last line counts every game of the Monitor
+    last_line = [l for l in resumed.stdout.splitlines() if l.startswith("running reward")][-1]
+    episodes = int(last_line.split(" at episode ")[1].split(",")[0])
+    assert episodes == games_in(run_dir) > games_at_checkpoint
+    # the replay buffer was restored: the first `step` transitions are the checkpoint's
+    with open(list_checkpoints(run_dir)[-1] / "replay_buffer.pkl", "rb") as f:
+        buffer_at_end = pickle.load(f)
+    assert buffer_at_end.pos == 1500 and buffer_at_checkpoint.pos == step
+    samples = []
+    for buffer in (buffer_at_checkpoint, buffer_at_end):
+        np.random.seed(0)  # the same env column draws
+        samples.append(buffer._get_samples(np.arange(step - 1)))  # the last one's next frame came later
+    for field in ("observations", "actions", "next_observations", "dones", "rewards"):
+        th.testing.assert_close(getattr(samples[0], field), getattr(samples[1], field), msg=field)
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_0(tmp_path, small_conf):
+    run_dir = tmp_path / "logs" / "dqn" / f"{ENV}_1"
+    proc = start_training(tmp_path, small_conf, "-n", "1200", "--save-freq", "0")
+    wait_for(lambda: (run_dir / "0.monitor.csv").exists() and games_in(run_dir) >= 1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    assert "SIGTERM received" in out and f"--resume {run_dir.relative_to(tmp_path)}" in out
+    assert len(list_checkpoints(run_dir)) == 1
+    resumed = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir)], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert DQN.load(run_dir / f"{ENV}.zip", device="cpu").num_timesteps == 1200
+
+
+def test_damaged_checkpoints_are_named_and_the_earlier_one_is_used(tmp_path, small_conf):
+    run_dir = tmp_path / "logs" / "dqn" / f"{ENV}_1"
+    first = run_cli(["-m", "sb3_breakout.train", "-conf", str(small_conf), "-f", "logs", "-n", "800",
+                     "--save-freq", "400", "--seed", "1"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    older, newer = list_checkpoints(run_dir)
+    model_zip = newer / "model.zip"
+    model_zip.write_bytes(model_zip.read_bytes()[:1000])  # truncated, as by a full disk
+
+    resumed = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir), "-n", "800"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert str(model_zip) in resumed.stderr and "truncated or corrupt" in resumed.stderr
+    assert f"from {older.name}" in resumed.stdout
+
+    for checkpoint in list_checkpoints(run_dir):  # now damage every checkpoint
+        (checkpoint / "state.pkl").write_bytes(b"\x80\x04garbage")
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    refused = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir)], cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "no usable checkpoint" in refused.stderr
+    assert str(older / "state.pkl") in refused.stderr and str(model_zip) in refused.stderr
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_same_seed_same_run(tmp_path, small_conf):
+    runs = []
+    for folder in ("a", "b"):
+        result = run_cli(["-m", "sb3_breakout.train", "-conf", str(small_conf), "-f", folder, "-n", "1000",
+                          "--seed", "11", "--save-freq", "0", "--device", "cpu"], cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(tmp_path / folder / "dqn" / f"{ENV}_1")
+    scores = [[line.split(",")[0] for line in (r / "0.monitor.csv").read_text().splitlines()[2:]] for r in runs]
+    assert scores[0] == scores[1] and len(scores[0]) >= 2
+    weights = [DQN.load(r / f"{ENV}.zip", device="cpu").policy.state_dict() for r in runs]
+    for key in weights[0]:
+        assert th.equal(weights[0][key], weights[1][key]), key
