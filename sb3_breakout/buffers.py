@@ -76,6 +76,7 @@ def _layout(
         "episode_starts": ((size, n_envs), np.dtype(bool)),
         "next_slots": ((size, n_envs), np.dtype(np.int32)),
         "pending_frames": ((n_envs, height, width), np.dtype(np.uint8)),
+        "last_next_obs": ((n_envs, n_stack, height, width), np.dtype(np.uint8)),
     }
 
 
@@ -170,6 +171,7 @@ class FrameStackReplayBuffer(ReplayBuffer):
         shape, dtype = layout["next_slots"]
         self.next_slots = np.full(shape, -1, dtype=dtype)
         self.pending_frames = np.zeros(*layout["pending_frames"])
+        self.last_next_obs = np.zeros(*layout["last_next_obs"])
         self.side_store: list[bytes | None] = []
         self._free_slots: list[int] = []
         self._side_bytes = 0
@@ -211,7 +213,7 @@ class FrameStackReplayBuffer(ReplayBuffer):
         """Bytes held by all the buffer's arrays, side store included."""
         arrays = (
             self.frames, self.actions, self.rewards, self.dones, self.timeouts,
-            self.episode_starts, self.next_slots, self.pending_frames,
+            self.episode_starts, self.next_slots, self.pending_frames, self.last_next_obs,
         )
         return sum(int(a.nbytes) for a in arrays) + self.side_nbytes
 
@@ -304,8 +306,9 @@ class FrameStackReplayBuffer(ReplayBuffer):
         envs = np.arange(self.n_envs)
         if pos > 0 or self.full:
             prev = (pos - 1) % self.buffer_size
-            expected = self._stacks(np.full(self.n_envs, prev), envs)[:, 1:]
-            continues = ~self.dones[prev] & np.all(obs == expected, axis=(1, 2, 3))
+            # the previous next_obs as given (equal to its rebuilt stack, without rebuilding it)
+            same = np.array([np.array_equal(obs[env], self.last_next_obs[env]) for env in envs])
+            continues = ~self.dones[prev] & same
             cut = ~self.dones[prev] & ~continues
         else:
             continues = cut = np.zeros(self.n_envs, dtype=bool)
@@ -333,6 +336,7 @@ class FrameStackReplayBuffer(ReplayBuffer):
         for env in np.flatnonzero(done):
             self.next_slots[pos, env] = self._side_put(next_obs[env, -1], obs[env, -1])
         self.pending_frames[:] = next_obs[:, -1]
+        self.last_next_obs[:] = next_obs
 
         self.pos += 1
         if self.pos == self.buffer_size:

@@ -105,8 +105,9 @@ def touch_buffer(buffer) -> None:
     """Write every page of the replay buffer's arrays, so that peak RSS counts a full buffer
     (numpy's zeros are allocated lazily: a buffer filled only by the timed steps would look small)."""
     for value in vars(buffer).values():
-        if isinstance(value, np.ndarray):
-            value.fill(0)
+        if isinstance(value, np.ndarray) and value.size:
+            for start in range(0, len(value), 4096):  # rewrite in place, contents unchanged
+                value[start:start + 4096] = value[start:start + 4096].copy()
 class StepTimer:
     """Wall time of the steps after ``warmup``, as an SB3 callback."""
 

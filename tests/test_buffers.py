@@ -199,7 +199,7 @@ def test_memory_per_transition():
     for n_envs in (1, 2):
         buffer = FrameStackReplayBuffer(10_000, FRAMES, discrete, "cpu", n_envs=n_envs)
         arrays = [buffer.frames, buffer.actions, buffer.rewards, buffer.dones, buffer.timeouts,
-                  buffer.episode_starts, buffer.next_slots, buffer.pending_frames]
+                  buffer.episode_starts, buffer.next_slots, buffer.pending_frames, buffer.last_next_obs]
         assert buffer.nbytes == sum(a.nbytes for a in arrays) + buffer.side_nbytes
         assert buffer.frames.nbytes == 10_000 * 84 * 84
         assert buffer.actions.dtype == np.uint8 and buffer.dones.dtype == bool

@@ -14,9 +14,9 @@ from sb3_breakout.torch_layers import NatureCNN
 ENV = "BreakoutNoFrameskip-v4"
 
 
-def run(args, cwd, timeout=600):
+def run(args, cwd, timeout=600, env_extra=None):
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})})
 
 
 def test_default_entry_is_the_notebooks_recipe():
@@ -71,3 +71,102 @@ def test_unknown_profile_is_a_one_line_error(tmp_path):
     assert result.stderr.strip().count("\n") == 0
     assert "'atari2600'" in result.stderr and "deepmind, keras" in result.stderr
     assert not (tmp_path / "logs").exists()
+
+
+# ------------------------------------------------------------------------------ bad input, table-driven
+import pytest  # noqa: E402
+
+from conftest import small_entry, write_conf  # noqa: E402
+from sb3_breakout import train  # noqa: E402
+
+EPS = "sb3_breakout.callbacks.LinearEpsilonCallback"
+
+
+def eps_callback(**kwargs):
+    return [{EPS: {"random_steps": 100, "decay_steps": 1000, "initial_eps": 1.0, "final_eps": 0.1, **kwargs}}]
+
+
+# (id, entry overrides or None, extra CLI args, words the one-line message must contain)
+BAD_INPUTS = [
+    ("missing conf", None, ["-conf", "no_such.yml"], ["cannot read config file", "no_such.yml"]),
+    ("broken yaml", "broken", [], ["not valid YAML", "line"]),
+    ("unknown key", dict(learning_rat=1e-4), [], ["unknown hyperparameter 'learning_rat'"]),
+    ("wrong type", dict(buffer_size="lots"), [], ["buffer_size='lots'", "integer >= 1"]),
+    ("lr zero", dict(learning_rate=0.0), [], ["learning_rate=0.0", "> 0"]),
+    ("gamma above 1", dict(gamma=1.5), [], ["gamma=1.5", "(0, 1]"]),
+    ("batch > buffer", dict(batch_size=64, buffer_size=32), [], ["batch_size=64", "buffer_size=32"]),
+    ("negative steps", dict(n_timesteps=-10), [], ["n_timesteps=-10", ">= 0"]),
+    ("negative -n", {}, ["-n", "-5"], ["--n-timesteps=-5"]),
+    ("eps above 1", dict(callback=eps_callback(final_eps=1.5)), [], ["final_eps=1.5", "[0, 1]"]),
+    ("final > initial", dict(callback=eps_callback(initial_eps=0.2, final_eps=0.5)), [],
+     ["final_eps=0.5", "initial_eps=0.2"]),
+    ("unknown policy_kwargs class", dict(policy_kwargs="dict(features_extractor_class=importlib.import_module("
+                                         "'sb3_breakout.torch_layers').NoSuchCNN)"), [],
+     ["policy_kwargs", "NoSuchCNN"]),
+    ("unknown env_wrapper", dict(env_wrapper=["sb3_breakout.wrappers.NoSuchWrapper"]), [],
+     ["env_wrapper 'sb3_breakout.wrappers.NoSuchWrapper' cannot be imported"]),
+    ("unknown callback", dict(callback=["sb3_breakout.callbacks.NoSuchCallback"]), [],
+     ["callback 'sb3_breakout.callbacks.NoSuchCallback' cannot be imported"]),
+    ("bad wrapper profile", dict(env_wrapper=[{"sb3_breakout.wrappers.breakout_preprocessing": {"profile": "atari"}}]),
+     [], ["unknown profile 'atari'"]),
+    ("unknown profile entry", {}, ["--profile", "fast2"], ["no entry 'BreakoutNoFrameskip-v4-fast2'", "deepmind"]),
+    ("unknown env id", {}, ["--env", "BreakoutNoFrameskip-v9"], ["'BreakoutNoFrameskip-v9'"]),
+    ("buffer too big for RAM", dict(buffer_size=100_000_000, replay_buffer_class=None), [],
+     ["needs 5646.8 GB", "available", "FrameStackReplayBuffer"]),
+    ("log folder not writable", {}, ["-f", "a_file/logs"], ["log folder 'a_file/logs' cannot be written"]),
+    ("resume without run", {}, ["--resume", "logs/dqn/nothing_1"], ["not a run folder"]),
+]
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("case, overrides, extra, words", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_refused_before_anything_is_written(case, overrides, extra, words, tmp_path, monkeypatch,
+                                                          capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "logs" / "dqn" / f"{ENV}_1").mkdir(parents=True)  # an earlier run that must stay as it is
+    (tmp_path / "logs" / "dqn" / f"{ENV}_1" / "0.monitor.csv").write_text("#\nr,l,t\n1.0,100,1.0\n")
+    if overrides == "broken":
+        conf = tmp_path / "conf.yml"
+        conf.write_text(f"{ENV}:\n  gamma: [0.99\n")
+    else:
+        entry = small_entry(**(overrides or {}))
+        entry = {k: v for k, v in entry.items() if v is not None}
+        conf = write_conf(tmp_path, entry)
+    before = snapshot(tmp_path)
+    status = train.main(["-conf", str(conf), "-f", "logs", "-n", "100", "--no-progress", *extra])
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert err.count("\n") == 0 and err.startswith("error: ")
+    for word in words:
+        assert word in err, (word, err)
+    assert snapshot(tmp_path) == before
+
+
+def test_missing_roms_are_a_one_line_error(tmp_path):
+    empty = tmp_path / "roms"
+    empty.mkdir()
+    result = run(["-m", "sb3_breakout.train", "-f", "logs", "-n", "100"], cwd=tmp_path,
+                 env_extra={"ALE_ROMS_DIR": str(empty)})
+    assert result.returncode == 2
+    lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and "Atari ROM" in lines[0] and "breakout.bin" in lines[0]
+    assert not (tmp_path / "logs").exists()
+
+
+def test_diverging_training_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    # Adam steps of ~1e30: the first updates (from step 200) make the network overflow
+    conf = write_conf(tmp_path, small_entry(learning_rate=1e30, learning_starts=200))
+    result = run(["-m", "sb3_breakout.train", "-conf", str(conf), "-f", "logs", "-n", "2000", "--save-freq", "40",
+                  "--seed", "0"], cwd=tmp_path)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "not finite" in result.stderr or "loss became" in result.stderr
+    checkpoints = list((tmp_path / "logs" / "dqn" / f"{ENV}_1" / "checkpoints").glob("step_*"))
+    assert checkpoints and all(int(c.name[5:]) <= 200 for c in checkpoints)
+    for checkpoint in checkpoints:
+        model = DQN.load(checkpoint / "model.zip", device="cpu")
+        assert all(bool(p.isfinite().all()) for p in model.policy.parameters())
