@@ -49,3 +49,56 @@ def test_frames_are_scaled_once():
 def test_unusable_spaces_raise_a_value_error_naming_the_shape(shape):
     with pytest.raises(ValueError, match=str(shape).replace("(", r"\(").replace(")", r"\)")):
         NatureCNN(spaces.Box(0, 255, shape, np.uint8))
+
+
+def test_speed_options_compute_the_same_network():
+    th.manual_seed(0)
+    reference = NatureCNN(CHW, channels_last=False)
+    frames = th.randint(0, 256, (8, 4, 84, 84), dtype=th.uint8)
+    fast = NatureCNN(CHW, channels_last=True)
+    fast.load_state_dict(reference.state_dict())
+    th.testing.assert_close(fast(frames), reference(frames), rtol=1e-4, atol=1e-5)
+    bf16 = NatureCNN(CHW, bf16=True)
+    bf16.load_state_dict(reference.state_dict())
+    out = bf16(frames)
+    assert out.dtype == th.float32  # the Q head, the loss and Adam stay in float32
+    th.testing.assert_close(out, reference(frames), rtol=0.05, atol=0.02)
+
+
+def short_run(policy_kwargs: dict) -> float:
+    """400 real DQN steps (75 updates); returns the Huber loss on a fixed replay sample."""
+    import torch.nn.functional as F
+    from stable_baselines3 import DQN
+
+    from sb3_breakout.envs import make_breakout_env
+
+    env = make_breakout_env("deepmind", seed=0)
+    model = DQN("CnnPolicy", env, buffer_size=1_000, learning_starts=100, train_freq=4, batch_size=32,
+                target_update_interval=200, seed=0, device="cpu",
+                policy_kwargs=dict(features_extractor_class=NatureCNN, net_arch=[], **policy_kwargs))
+    model.learn(400)
+    env.close()
+    assert all(bool(p.isfinite().all()) for p in model.policy.parameters())
+    np.random.seed(0)
+    batch = model.replay_buffer.sample(256)
+    with th.no_grad():
+        next_q = model.q_net_target(batch.next_observations).max(1, keepdim=True)[0]
+        target = batch.rewards + model.gamma * (1 - batch.dones) * next_q
+        current = th.gather(model.q_net(batch.observations), 1, batch.actions.long())
+    return float(F.smooth_l1_loss(current, target))
+
+
+@pytest.fixture(scope="module")
+def plain_loss():
+    return short_run(dict(features_extractor_kwargs=dict(channels_last=False)))
+
+
+@pytest.mark.parametrize("policy_kwargs", [
+    dict(optimizer_kwargs=dict(fused=True)),  # the default: channels_last + fused Adam
+    dict(features_extractor_kwargs=dict(bf16=True), optimizer_kwargs=dict(fused=True)),
+], ids=["channels_last+fused", "bf16"])
+def test_each_speed_option_trains_like_the_plain_configuration(policy_kwargs, plain_loss):
+    """A short real DQN run per option: finite weights and a loss of the same scale as plain fp32 NCHW Adam."""
+    loss = short_run(policy_kwargs)
+    assert np.isfinite(loss) and np.isfinite(plain_loss)
+    assert loss == pytest.approx(plain_loss, rel=0.5, abs=1e-3)

@@ -1,0 +1,637 @@
+"""
+``python -m sb3_breakout.evaluate``: score a trained agent with the DQN papers' evaluation protocol.
+
+The protocol (Mnih et al. 2015, "Human-level control through deep reinforcement learning", Methods,
+"Evaluation procedure"), each part a flag with this default:
+
+- ``--games 30`` full games: all 5 lives, whatever the training profile. Games are counted by the
+  ``Monitor`` that sits under the profile's wrappers, as SB3's ``evaluate_policy`` counts them, so
+  the agent still gets the life-loss resets (with FIRE) it was trained with, and a game ends only
+  at game over or at the frame cap;
+- ``--epsilon 0.05``: epsilon-greedy on the network's greedy action;
+- ``--noop-max 30``: each game starts with a random number of no-op actions, 1 to 30, drawn by the
+  profile's own no-op reset (SB3's ``NoopResetEnv`` / gymnasium's ``AtariPreprocessing``, which
+  both draw from 1 to ``noop_max``);
+- ``--max-frames 108000``: at most 108,000 emulator frames (30 minutes at 60 Hz) per game, as
+  ``gym.make(..., max_episode_steps=108000)`` in place of the training run's 40,000;
+- ``--seed 0``: game ``i`` is played with env seed ``seed + i`` and its own epsilon RNG (the ``i``-th
+  child of ``numpy.random.SeedSequence(seed)``).
+
+Each game is scored on the raw game reward the Monitor records (never the clipped or penalised
+training reward). The env is built from the run's ``config.yml`` (``env_wrapper``, ``frame_stack``,
+``env_kwargs``) with RL Zoo's ``get_wrapper_class`` and SB3's ``make_vec_env``, as RL Zoo's
+``create_test_env`` builds it, so the agent sees exactly what it saw in training.
+
+Human-normalised score: ``(score - random) / (human - random)`` with random 1.7 and human 30.5, the
+Breakout reference scores of the DQN-family papers after 2015 (van Hasselt et al. 2016, "Deep
+Reinforcement Learning with Double Q-learning", and Wang et al. 2016, "Dueling Network Architectures",
+human scores from Nair et al. 2015); the Nature paper's Extended Data Table 2 has human 31.8.
+
+Results do not depend on ``--n-envs``: a game's env seed and epsilon RNG depend on the game's index
+only, never on the env slot that plays it, and its greedy action comes from a forward pass on that
+game's observation alone (a batch of one), so batching cannot change a near-tie ``argmax``.
+
+Exit status: 0 done, 2 bad input (a one-line error naming the bad value; nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+import yaml
+from gymnasium.wrappers import AtariPreprocessing
+from stable_baselines3.common.atari_wrappers import NoopResetEnv
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack
+
+from sb3_breakout import checkpoint as ckpt
+from sb3_breakout import config as cfg
+from sb3_breakout.envs import ENV_ID
+
+#: Breakout reference scores for normalisation (van Hasselt et al. 2016 / Wang et al. 2016).
+RANDOM_SCORE = 1.7
+HUMAN_SCORE = 30.5
+#: The Nature paper's human score for Breakout (Extended Data Table 2), for comparison only.
+NATURE_HUMAN_SCORE = 31.8
+
+
+# ------------------------------------------------------------------------------------ the target
+@dataclass
+class Target:
+    """
+    What to evaluate: a model zip and how its env was built.
+
+    :param model_path: the SB3 zip.
+    :param run_dir: the RL Zoo run folder it belongs to; None for a zip outside any run.
+    :param env_id: the gymnasium id the run trained on.
+    :param algo: RL Zoo's algorithm name (``args.yml``'s ``algo``; ``dqn`` by default).
+    :param hyperparams: the run's ``config.yml`` (or the package YAML entry of ``--profile``).
+    :param env_kwargs: ``gym.make`` keyword arguments of the run (``config.yml``, then ``args.yml``).
+    :param label: a short name for outputs: ``final``, ``best``, ``step_<N>`` or the zip's stem.
+    """
+
+    model_path: Path
+    run_dir: Path | None
+    env_id: str
+    algo: str
+    hyperparams: dict[str, Any]
+    env_kwargs: dict[str, Any]
+    label: str
+
+    @property
+    def profile(self) -> str | None:
+        """The ``profile`` argument of the run's ``env_wrapper``, when it has one."""
+        wrappers = self.hyperparams.get("env_wrapper") or []
+        for item in wrappers if isinstance(wrappers, list) else [wrappers]:
+            if isinstance(item, dict):
+                kwargs = next(iter(item.values())) or {}
+                if "profile" in kwargs:
+                    return str(kwargs["profile"])
+        return None
+
+
+def _read_yaml(path: Path) -> Any:
+    # RL Zoo writes args.yml as a python OrderedDict and reads both files with the unsafe loader.
+    with open(path) as f:
+        return yaml.load(f, Loader=yaml.UnsafeLoader)
+
+
+def _run_dir_of_zip(zip_path: Path) -> Path | None:
+    """The run folder of a model zip: its folder, or ``<run>`` for ``<run>/checkpoints/step_N/model.zip``."""
+    parent = zip_path.parent
+    if parent.name.startswith("step_") and parent.parent.name == ckpt.CHECKPOINT_DIR:
+        parent = parent.parent.parent
+    return parent if _config_dirs(parent) else None
+
+
+def _config_dirs(run_dir: Path) -> list[Path]:
+    """Sub-folders of a run holding RL Zoo's ``config.yml`` (one: ``<run>/<env id>/``)."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "config.yml").is_file())
+
+
+def _latest_run(folder: Path, algo: str, env_id: str) -> Path | None:
+    """RL Zoo's "latest experiment" (``--exp-id 0``) of a log folder (``logs`` or ``logs/<algo>``)."""
+    from rl_zoo3.utils import get_latest_run_id
+
+    for base in (folder / algo, folder):
+        if base.is_dir():
+            run_id = get_latest_run_id(str(base), env_id)
+            if run_id > 0:
+                return base / f"{env_id}_{run_id}"
+    return None
+
+
+def resolve_target(
+    path: str,
+    *,
+    load_best: bool = False,
+    load_checkpoint: int | None = None,
+    load_last_checkpoint: bool = False,
+    env_id: str = ENV_ID,
+    algo: str = "dqn",
+    profile: str | None = None,
+) -> Target:
+    """
+    Find the model zip and the run's settings from what the user gave, without loading anything big.
+
+    ``path`` is a run folder (RL Zoo layout, ``<log>/<algo>/<env>_<id>``), a log folder (its latest
+    run, as RL Zoo's ``--exp-id 0``), or a model zip. In a run folder the model is
+    ``<env>.zip`` (the final model), ``best_model.zip`` (``load_best``, RL Zoo's ``EvalCallback``),
+    ``checkpoints/step_<N>/model.zip`` (``load_checkpoint=N``; RL Zoo's ``rl_model_<N>_steps.zip``
+    is accepted too) or the newest checkpoint (``load_last_checkpoint``). A zip outside any run
+    folder is evaluated with the package YAML entry of ``profile``.
+
+    :raises cfg.ConfigError: one line naming the bad value and what is allowed.
+    """
+    given = Path(path)
+    if not given.exists():
+        raise cfg.ConfigError(f"{path!r} does not exist: give a run folder, a log folder or a model .zip")
+    picks = [name for name, on in (("--load-best", load_best), ("--load-checkpoint", load_checkpoint is not None),
+                                   ("--load-last-checkpoint", load_last_checkpoint)) if on]
+    if len(picks) > 1:
+        raise cfg.ConfigError(f"{' and '.join(picks)} exclude each other: choose one")
+    if given.is_file():
+        if given.suffix != ".zip":
+            raise cfg.ConfigError(f"{path!r} is not a model .zip nor a run folder")
+        if picks:
+            raise cfg.ConfigError(f"{picks[0]} needs a run folder, not the model file {path!r}")
+        model_path, run_dir = given, _run_dir_of_zip(given)
+        label = given.parent.name if given.name == "model.zip" else given.stem
+    else:
+        run_dir = given
+        if not _config_dirs(run_dir) and not (run_dir / f"{env_id}.zip").is_file():
+            latest = _latest_run(given, algo, env_id)
+            if latest is None:
+                raise cfg.ConfigError(f"{path!r} is not a run folder (no <env>/config.yml) nor a log folder "
+                                      f"with {algo}/{env_id}_<id> runs")
+            print(f"Using the latest run {latest}")
+            run_dir = latest
+        dirs = _config_dirs(run_dir)
+        if len(dirs) == 1:
+            env_id = dirs[0].name
+        if load_best:
+            model_path, label = run_dir / "best_model.zip", "best"
+            if not model_path.is_file():
+                raise cfg.ConfigError(f"--load-best: {model_path} does not exist (it is written by RL Zoo's "
+                                      "EvalCallback: train with --eval-freq > 0)")
+        elif load_checkpoint is not None or load_last_checkpoint:
+            steps = [int(p.name[5:]) for p in ckpt.list_checkpoints(run_dir) if (p / "model.zip").is_file()]
+            if load_last_checkpoint:
+                if not steps:
+                    raise cfg.ConfigError(f"--load-last-checkpoint: no checkpoint in {ckpt.checkpoint_root(run_dir)}")
+                load_checkpoint = steps[-1]
+            model_path = ckpt.checkpoint_root(run_dir) / f"step_{load_checkpoint}" / "model.zip"
+            zoo_path = run_dir / f"rl_model_{load_checkpoint}_steps.zip"
+            if not model_path.is_file() and zoo_path.is_file():
+                model_path = zoo_path
+            if not model_path.is_file():
+                available = ", ".join(map(str, steps)) or "none"
+                raise cfg.ConfigError(f"--load-checkpoint {load_checkpoint}: no checkpoint step_{load_checkpoint} in "
+                                      f"{ckpt.checkpoint_root(run_dir)}; available steps: {available}")
+            label = f"step_{load_checkpoint}"
+        else:
+            model_path, label = run_dir / f"{env_id}.zip", "final"
+            if not model_path.is_file():
+                raise cfg.ConfigError(f"no model zip {model_path} in run folder {str(run_dir)!r} (training not "
+                                      "finished? use --load-checkpoint N or --load-last-checkpoint)")
+    if run_dir is not None and _config_dirs(run_dir):
+        config_dir = _config_dirs(run_dir)[0]
+        env_id = config_dir.name
+        hyperparams = dict(_read_yaml(config_dir / "config.yml") or {})
+        saved_args = dict(_read_yaml(config_dir / "args.yml") or {}) if (config_dir / "args.yml").is_file() else {}
+        algo = str(saved_args.get("algo") or algo)
+        env_kwargs = {**(hyperparams.get("env_kwargs") or {}), **(saved_args.get("env_kwargs") or {})}
+    else:
+        run_dir = None
+        hyperparams = cfg.load_entry(cfg.default_config(algo), env_id, profile)
+        env_kwargs = dict(hyperparams.get("env_kwargs") or {})
+    if env_id not in gym.registry:
+        raise cfg.ConfigError(f"unknown env id {env_id!r}: not registered with gymnasium")
+    return Target(model_path, run_dir, env_id, algo, hyperparams, env_kwargs, label)
+
+
+def load_model(target: Target, device: str = "auto") -> BaseAlgorithm:
+    """
+    Load the model for acting only, as RL Zoo's ``enjoy`` does: a replay buffer of one transition
+    (no memory for 100,000 frames) and no learning-rate schedule to unpickle.
+
+    :raises cfg.ConfigError: the zip cannot be loaded.
+    """
+    from rl_zoo3.utils import ALGOS
+
+    if target.algo not in ALGOS:
+        raise cfg.ConfigError(f"unknown algo {target.algo!r}: choose one of {', '.join(sorted(ALGOS))}")
+    custom_objects = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "exploration_schedule": lambda _: 0.0}
+    try:
+        return ALGOS[target.algo].load(
+            target.model_path, device=device, custom_objects=custom_objects,
+            buffer_size=1, replay_buffer_class=None, replay_buffer_kwargs={}, optimize_memory_usage=False,
+        )
+    except Exception as exc:  # a damaged or foreign zip: say which file
+        raise cfg.ConfigError(f"cannot load {target.algo} model {target.model_path}: {type(exc).__name__}: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------- the env
+def set_noop_max(env: gym.Env, noop_max: int) -> gym.Env:
+    """
+    Set ``noop_max`` of the no-op reset in a wrapper chain (SB3's ``NoopResetEnv`` in the ``deepmind``
+    profile, gymnasium's ``AtariPreprocessing`` in ``keras``). Written here because neither
+    ``breakout_preprocessing`` nor RL Zoo's ``env_wrapper`` exposes it, and the chain is built by
+    the run's own config.
+
+    :raises ValueError: the chain has no no-op reset and ``noop_max`` is not the profiles' 30.
+    """
+    found = False
+    inner: Any = env
+    while isinstance(inner, gym.Wrapper):
+        if isinstance(inner, (NoopResetEnv, AtariPreprocessing)):
+            inner.noop_max = noop_max
+            found = True
+        inner = inner.env
+    if not found and noop_max != 30:
+        raise ValueError(f"noop_max={noop_max}: the env's wrappers have no no-op reset to set")
+    return env
+
+
+def _wrap(env: gym.Env, wrapper: Callable[[gym.Env], gym.Env] | None, noop_max: int) -> gym.Env:
+    return set_noop_max(wrapper(env) if wrapper is not None else env, noop_max)
+
+
+def make_game_env(
+    target: Target,
+    max_frames: int = 108_000,
+    noop_max: int = 30,
+    *,
+    vec_env_cls: type[VecEnv] | None = None,
+    render_mode: str | None = None,
+) -> VecEnv:
+    """
+    One env, built as the run was trained: ``gym.make`` (with the frame cap) -> SB3 ``Monitor``
+    (raw score of whole games) -> the run's ``env_wrapper`` -> ``VecFrameStack(frame_stack)`` ->
+    ``VecTransposeImage`` where SB3's ``_wrap_env`` adds it.
+
+    :param max_frames: emulator frames per game (``max_episode_steps`` of ``gym.make``), default 108,000.
+    :param noop_max: the no-op reset draws 1 to ``noop_max`` no-ops (default 30).
+    :param vec_env_cls: ``DummyVecEnv`` (default) or ``SubprocVecEnv`` (the game runs in a worker process).
+    :param render_mode: ``"rgb_array"`` to render frames (for videos); None for none.
+    """
+    from rl_zoo3.utils import get_wrapper_class
+
+    env_kwargs = {**target.env_kwargs, "max_episode_steps": int(max_frames)}
+    if render_mode is not None:
+        env_kwargs["render_mode"] = render_mode
+    venv = make_vec_env(
+        target.env_id, n_envs=1, env_kwargs=env_kwargs, vec_env_cls=vec_env_cls or DummyVecEnv,
+        wrapper_class=partial(_wrap, wrapper=get_wrapper_class(target.hyperparams), noop_max=int(noop_max)),
+    )
+    vec_wrapper = get_wrapper_class(target.hyperparams, "vec_env_wrapper")
+    if vec_wrapper is not None:
+        venv = vec_wrapper(venv)
+    if target.hyperparams.get("frame_stack"):
+        venv = VecFrameStack(venv, int(target.hyperparams["frame_stack"]))
+    return BaseAlgorithm._wrap_env(venv, verbose=0, monitor_wrapper=False)
+
+
+# --------------------------------------------------------------------------------- the protocol
+@dataclass(frozen=True)
+class Protocol:
+    """
+    The evaluation protocol (see the module docstring).
+
+    :param games: number of full games (30).
+    :param epsilon: probability of a uniformly random action (0.05).
+    :param noop_max: no-op actions at a game's start: 1 to ``noop_max`` (30).
+    :param max_frames: emulator frames per game before it is cut (108,000 = 30 minutes at 60 Hz).
+    :param seed: game ``i`` uses env seed ``seed + i`` and epsilon RNG :func:`game_rng` (0).
+    """
+
+    games: int = 30
+    epsilon: float = 0.05
+    noop_max: int = 30
+    max_frames: int = 108_000
+    seed: int = 0
+
+    def check(self) -> None:
+        """:raises cfg.ConfigError: a value out of range, naming the flag and what is allowed."""
+        if self.games < 1:
+            raise cfg.ConfigError(f"--games={self.games} is not allowed: must be an integer >= 1")
+        if not 0.0 <= self.epsilon <= 1.0 or math.isnan(self.epsilon):
+            raise cfg.ConfigError(f"--epsilon={self.epsilon} is not allowed: must be a number in [0, 1]")
+        if self.noop_max < 1:
+            raise cfg.ConfigError(f"--noop-max={self.noop_max} is not allowed: must be an integer >= 1 "
+                                  "(the profiles' no-op reset draws 1 to noop_max no-ops)")
+        if self.max_frames < 1:
+            raise cfg.ConfigError(f"--max-frames={self.max_frames} is not allowed: must be an integer >= 1")
+        if self.seed < 0:
+            raise cfg.ConfigError(f"--seed={self.seed} is not allowed: must be an integer >= 0")
+
+    def game_seed(self, game: int) -> int:
+        """Env seed of game ``game`` (0-based)."""
+        return self.seed + game
+
+    def game_rng(self, game: int) -> np.random.Generator:
+        """Epsilon RNG of game ``game``: the ``game``-th child of ``SeedSequence(seed)``."""
+        return np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(game,)))
+
+
+def epsilon_greedy(model: BaseAlgorithm, obs: np.ndarray, rng: np.random.Generator, epsilon: float) -> int:
+    """
+    A uniformly random action with probability ``epsilon``, else the greedy one.
+
+    Every call draws one uniform number from ``rng`` (and one integer when it explores), so a game's
+    random stream depends on its own steps only. The greedy action is SB3's
+    ``policy.predict(deterministic=True)`` on this one observation (a batch of one), never on a
+    batch of several games: batched convolutions may round differently and flip a near-tie argmax.
+    Written here because SB3's ``DQN.predict`` explores with the shared ``action_space`` RNG.
+
+    :param obs: one observation, ``(1, C, H, W)`` or ``(C, H, W)``.
+    """
+    if rng.random() < epsilon:
+        return int(rng.integers(model.action_space.n))  # type: ignore[attr-defined]
+    action, _ = model.policy.predict(obs, deterministic=True)
+    return int(np.asarray(action).reshape(-1)[0])
+
+
+@dataclass
+class GameResult:
+    """
+    One finished game.
+
+    :param game: index (0-based). :param seed: its env seed.
+    :param score: raw game score (Monitor ``r``). :param frames: emulator frames (Monitor ``l``).
+    :param agent_steps: actions taken (4 emulator frames each, fewer on the last).
+    :param lives_lost: lives lost during the game (ALE ``info["lives"]``; 5 at game over in Breakout).
+    :param truncated: True when the frame cap ended the game before game over.
+    """
+
+    game: int
+    seed: int
+    score: float
+    frames: int
+    agent_steps: int
+    lives_lost: int
+    truncated: bool
+
+
+@dataclass
+class _Game:
+    """Book-keeping of a game in play."""
+
+    index: int
+    seed: int
+    rng: np.random.Generator
+    obs: np.ndarray
+    steps: int = 0
+    lives_lost: int = 0
+    lives: int | None = None
+
+    def record(self, info: dict[str, Any]) -> GameResult | None:
+        """Count one step from its info; the result once the Monitor says the game is over."""
+        self.steps += 1
+        lives = info.get("lives")
+        if lives is not None:
+            if self.lives is not None and lives < self.lives:
+                self.lives_lost += self.lives - lives
+            self.lives = lives
+        episode = info.get("episode")
+        if episode is None:
+            return None
+        return GameResult(self.index, self.seed, float(episode["r"]), int(episode["l"]), self.steps,
+                          self.lives_lost, bool(info.get("TimeLimit.truncated", False)))
+
+
+def start_game(env: VecEnv, protocol: Protocol, game: int) -> _Game:
+    """Reset ``env`` with game ``game``'s seed (the reset no-ops are drawn from it)."""
+    env.seed(protocol.game_seed(game))
+    obs = env.reset()
+    return _Game(game, protocol.game_seed(game), protocol.game_rng(game), obs)  # type: ignore[arg-type]
+
+
+def play_games(
+    model: BaseAlgorithm,
+    make_env: Callable[[], VecEnv],
+    protocol: Protocol,
+    n_envs: int = 1,
+    on_game: Callable[[GameResult], None] | None = None,
+) -> list[GameResult]:
+    """
+    Play ``protocol.games`` games on ``n_envs`` envs in parallel (each a 1-env ``VecEnv`` from
+    ``make_env``); a free env takes the next game. All envs step together (``step_async`` on all,
+    then ``step_wait``), so ``SubprocVecEnv`` envs emulate in parallel.
+
+    We step 1-env VecEnvs ourselves rather than one n-env VecEnv because a VecEnv resets a finished
+    env on its own, without a seed, and cannot reset one env of several: each game must start
+    from its own seed, whichever env plays it.
+
+    :return: the games in index order.
+    """
+    envs = [make_env() for _ in range(max(1, min(n_envs, protocol.games)))]
+    results: list[GameResult] = []
+    playing: dict[int, _Game] = {}
+    next_game = 0
+    try:
+        for slot, env in enumerate(envs):
+            playing[slot] = start_game(env, protocol, next_game)
+            next_game += 1
+        while playing:
+            for slot, game in playing.items():
+                envs[slot].step_async(np.array([epsilon_greedy(model, game.obs, game.rng, protocol.epsilon)]))
+            for slot in list(playing):
+                game = playing[slot]
+                game.obs, _, _, infos = envs[slot].step_wait()  # type: ignore[assignment]
+                result = game.record(infos[0])
+                if result is None:
+                    continue
+                results.append(result)
+                if on_game is not None:
+                    on_game(result)
+                if next_game < protocol.games:
+                    playing[slot] = start_game(envs[slot], protocol, next_game)
+                    next_game += 1
+                else:
+                    del playing[slot]
+    finally:
+        for env in envs:
+            env.close()
+    return sorted(results, key=lambda r: r.game)
+
+
+# ---------------------------------------------------------------------------------- the summary
+def human_normalized(score: float, random: float = RANDOM_SCORE, human: float = HUMAN_SCORE) -> float:
+    """``(score - random) / (human - random)``: 0 for the random agent, 1 for the human tester."""
+    return (score - random) / (human - random)
+
+
+def summarize(scores: list[float]) -> dict[str, float]:
+    """Mean, population std (ddof=0, as SB3's ``evaluate_policy``), median, min, max, human-normalised mean."""
+    arr = np.asarray(scores, dtype=float)
+    mean = float(arr.mean())
+    return {
+        "mean": mean,
+        "std": float(arr.std()),
+        "median": float(statistics.median(scores)),
+        "min": float(arr.min()),
+        "max": float(arr.max()),
+        "human_normalized": human_normalized(mean),
+    }
+
+
+def format_table(results: list[GameResult], summary: dict[str, float]) -> str:
+    lines = [f"{'game':>4} {'seed':>6} {'score':>7} {'frames':>7} {'steps':>6} {'lives lost':>10}  capped"]
+    for r in results:
+        lines.append(f"{r.game:>4} {r.seed:>6} {r.score:>7.1f} {r.frames:>7} {r.agent_steps:>6} "
+                     f"{r.lives_lost:>10}  {'yes' if r.truncated else ''}")
+    lines.append(
+        f"{len(results)} games: score {summary['mean']:.2f} ± {summary['std']:.2f} (mean ± std), median "
+        f"{summary['median']:.1f}, min {summary['min']:.1f}, max {summary['max']:.1f}; human-normalised "
+        f"{summary['human_normalized']:.3f} ({100 * summary['human_normalized']:.1f}%, random {RANDOM_SCORE}, "
+        f"human {HUMAN_SCORE})"
+    )
+    return "\n".join(lines)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to a temporary name and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------- CLI
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that pick a model, shared with :mod:`sb3_breakout.record`."""
+    parser.add_argument("path", help="run folder (logs/dqn/BreakoutNoFrameskip-v4_1), log folder (its latest run) "
+                        "or model .zip")
+    parser.add_argument("--load-best", action="store_true",
+                        help="the run's best_model.zip (RL Zoo's EvalCallback) instead of the final model")
+    parser.add_argument("--load-checkpoint", type=int, metavar="N", default=None,
+                        help="the checkpoint <run>/checkpoints/step_N/model.zip instead of the final model")
+    parser.add_argument("--load-last-checkpoint", action="store_true", help="the newest checkpoint")
+    parser.add_argument("--env", default=ENV_ID, help=f"env id when the run folder does not say (default: {ENV_ID})")
+    parser.add_argument("--algo", default="dqn", help="algorithm when the run folder does not say (default: dqn)")
+    parser.add_argument("--profile", default=None,
+                        help="YAML profile for a model zip outside any run folder (default: deepmind)")
+    parser.add_argument("--device", default="auto", help="PyTorch device (default: auto)")
+
+
+def add_protocol_arguments(parser: argparse.ArgumentParser, games: int = 30) -> None:
+    defaults = Protocol(games=games)
+    parser.add_argument("--games", type=int, default=defaults.games, help=f"full games (default: {defaults.games})")
+    parser.add_argument("--epsilon", type=float, default=defaults.epsilon,
+                        help=f"probability of a random action (default: {defaults.epsilon})")
+    parser.add_argument("--noop-max", type=int, default=defaults.noop_max,
+                        help=f"each game starts with 1 to N no-ops (default: {defaults.noop_max})")
+    parser.add_argument("--max-frames", type=int, default=defaults.max_frames,
+                        help=f"emulator frames per game before it is cut (default: {defaults.max_frames:,} = 30 min)")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help=f"game i plays with env seed SEED+i and its own epsilon RNG (default: {defaults.seed})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sb3_breakout.evaluate",
+        description="Evaluate a trained agent with the DQN papers' protocol: full games, epsilon 0.05, "
+        "up to 30 no-ops, 108,000 frames, 30 games.",
+    )
+    add_target_arguments(parser)
+    add_protocol_arguments(parser)
+    parser.add_argument("--n-envs", type=int, default=1, help="games played in parallel (default: 1)")
+    parser.add_argument("--vec-env", choices=("dummy", "subproc"), default=None,
+                        help="dummy: all envs in this process; subproc: one process each "
+                        "(default: subproc when --n-envs > 1)")
+    parser.add_argument("-o", "--output", default=None,
+                        help="JSON file (default: <run>/evaluation/<model>.json, or <zip stem>.evaluation.json beside a zip)")
+    return parser
+
+
+def protocol_from(args: argparse.Namespace) -> Protocol:
+    protocol = Protocol(args.games, args.epsilon, args.noop_max, args.max_frames, args.seed)
+    protocol.check()
+    return protocol
+
+
+def target_from(args: argparse.Namespace) -> Target:
+    if args.load_checkpoint is not None and args.load_checkpoint < 0:
+        raise cfg.ConfigError(f"--load-checkpoint={args.load_checkpoint} is not allowed: must be a step count >= 0")
+    return resolve_target(args.path, load_best=args.load_best, load_checkpoint=args.load_checkpoint,
+                          load_last_checkpoint=args.load_last_checkpoint, env_id=args.env, algo=args.algo,
+                          profile=args.profile)
+
+
+def default_output(target: Target, folder: str, suffix: str) -> Path:
+    """``<run>/<folder>/<label><suffix>``, or ``<zip stem>.<folder><suffix>`` beside a zip outside a run."""
+    if target.run_dir is not None:
+        return target.run_dir / folder / f"{target.label}{suffix}"
+    return target.model_path.with_name(f"{target.model_path.stem}.{folder}{suffix}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        protocol = protocol_from(args)
+        if args.n_envs < 1:
+            raise cfg.ConfigError(f"--n-envs={args.n_envs} is not allowed: must be an integer >= 1")
+        target = target_from(args)
+        model = load_model(target, args.device)
+    except cfg.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    vec_env_cls = SubprocVecEnv if (args.vec_env or ("subproc" if args.n_envs > 1 else "dummy")) == "subproc" else DummyVecEnv
+    make_env = partial(make_game_env, target, protocol.max_frames, protocol.noop_max, vec_env_cls=vec_env_cls)
+    probe = make_game_env(target, protocol.max_frames, protocol.noop_max)
+    obs_shape = probe.observation_space.shape
+    probe.close()
+    if obs_shape != model.observation_space.shape:
+        print(f"error: the model {target.model_path} expects observations {model.observation_space.shape} but the "
+              f"run's env gives {obs_shape}", file=sys.stderr)
+        return 2
+    output = Path(args.output) if args.output else default_output(target, "evaluation", ".json")
+
+    print(f"Evaluating {target.model_path} on {target.env_id} (profile {target.profile or 'n/a'}): {protocol.games} "
+          f"games, epsilon {protocol.epsilon}, 1-{protocol.noop_max} no-ops, <= {protocol.max_frames:,} frames, "
+          f"seed {protocol.seed}, {args.n_envs} env(s)", flush=True)
+    start = time.perf_counter()
+    results = play_games(model, make_env, protocol, args.n_envs,
+                         on_game=lambda r: print(f"game {r.game}: score {r.score:g}, {r.frames} frames", flush=True))
+    wall = time.perf_counter() - start
+    summary = summarize([r.score for r in results])
+    print(format_table(results, summary))
+    data = {
+        "model": str(target.model_path),
+        "run": str(target.run_dir) if target.run_dir is not None else None,
+        "env_id": target.env_id,
+        "algo": target.algo,
+        "profile": target.profile,
+        "frame_stack": target.hyperparams.get("frame_stack"),
+        "num_timesteps": int(getattr(model, "num_timesteps", 0)),
+        "protocol": asdict(protocol),
+        "n_envs": args.n_envs,
+        "reference_scores": {"random": RANDOM_SCORE, "human": HUMAN_SCORE,
+                             "source": "van Hasselt et al. 2016 / Wang et al. 2016 (Nature 2015: human 31.8)"},
+        "summary": summary,
+        "games": [asdict(r) for r in results],
+        "wall_time_s": round(wall, 3),
+    }
+    write_json(output, data)
+    print(f"Wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

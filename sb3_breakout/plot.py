@@ -1,0 +1,287 @@
+"""
+``python -m sb3_breakout.plot``: learning curves of one or more runs from their Monitor CSVs, as a PNG.
+
+Top panel: the score of every training game (faint dots) and its running mean over the last
+``--window`` (100) games (the notebooks' "running reward"), against **agent steps** (the
+cumulative Monitor length ``l`` divided by the frame skip of 4; the Monitor counts emulator
+frames). Bottom panel: training speed in agent steps per second, from the Monitor's wall-clock
+column ``t`` against the same agent steps.
+
+Runs are given as folders; ``NAME=folder1,folder2,...`` makes one line named NAME of several seeds:
+their mean, with a band of ± one standard deviation across the seeds, over the steps all of them
+reached. An optional ``--reference CSV`` (columns ``steps,score``, e.g.
+``../shared/reference/zoo_dqn_breakout_curve.csv``, RL Zoo's DQN run) is drawn as a dashed line.
+
+The score is the Monitor's: the true game score of whole games (5 lives, raw reward), whatever the
+training profile. Matplotlib's Agg backend: no window is opened.
+
+Exit status: 0 done, 2 bad input (a one-line error naming the folder or value; nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
+from stable_baselines3.common.monitor import Monitor, get_monitor_files  # noqa: E402
+
+from sb3_breakout import config as cfg  # noqa: E402
+from sb3_breakout.envs import FRAME_SKIP  # noqa: E402
+
+#: Points of the common step grid on which the seeds of a group are averaged.
+GRID_POINTS = 400
+
+
+@dataclass
+class RunCurve:
+    """
+    One run's games, in the order they ended.
+
+    :param folder: the run folder.
+    :param steps: agent steps at the end of each game (cumulative ``l / frame_skip``).
+    :param scores: raw game scores (Monitor ``r``).
+    :param seconds: wall-clock seconds since the run started at the end of each game.
+    """
+
+    folder: Path
+    steps: np.ndarray
+    scores: np.ndarray
+    seconds: np.ndarray
+
+    def running_mean(self, window: int) -> np.ndarray:
+        """Mean score of the last ``window`` games (of fewer at the start, so the line starts at game 1)."""
+        return pd.Series(self.scores).rolling(window, min_periods=1).mean().to_numpy()
+
+    def speed(self, points: int = 100) -> tuple[np.ndarray, np.ndarray]:
+        """
+        Agent steps per second over ``points`` equal spans of steps (fewer for short runs): the
+        steps of a span divided by the wall-clock time it took, read off the Monitor's ``t``.
+
+        :return: the span ends (agent steps) and the speeds (agent steps/s).
+        """
+        steps = np.concatenate([[0.0], self.steps])
+        seconds = np.concatenate([[0.0], self.seconds])
+        edges = np.linspace(0.0, steps[-1], max(2, min(points, len(self.steps)) + 1))
+        times = np.interp(edges, steps, seconds)
+        dt = np.diff(times)
+        ok = dt > 0
+        return edges[1:][ok], np.diff(edges)[ok] / dt[ok]
+
+
+def read_monitor_file(path: Path) -> tuple[pd.DataFrame, float]:
+    """
+    One Monitor CSV as ``r, l, t`` with ``t`` in absolute wall-clock seconds, and its start time.
+
+    Written here rather than using SB3's ``load_results`` because a run continued with
+    ``sb3_breakout.train --resume`` appends rows whose ``t`` restarts from 0 under the original
+    header (SB3's ``Monitor(override_existing=False)``), and ``load_results`` sorts all rows by ``t``,
+    which would put those games first. Here rows keep their file order and each restart of ``t``
+    continues from the last time before it (the paused time is left out).
+    """
+    with open(path) as f:
+        first = f.readline()
+        if not first.startswith("#"):
+            raise cfg.ConfigError(f"{path} is not a Monitor file (no '#{{...}}' header line)")
+        try:
+            header = json.loads(first[1:])
+            frame = pd.read_csv(f, index_col=None)
+        except (json.JSONDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise cfg.ConfigError(f"{path} is not a readable Monitor file ({type(exc).__name__})") from None
+    missing = {"r", "l", "t"} - set(frame.columns)
+    if missing:
+        raise cfg.ConfigError(f"{path} is not a Monitor file: no column {sorted(missing)[0]!r}")
+    t = frame["t"].to_numpy(dtype=float)
+    fixed = t.copy()
+    offset = 0.0
+    for k in range(1, len(t)):
+        if t[k] < t[k - 1]:
+            offset = fixed[k - 1]
+        fixed[k] = t[k] + offset
+    t_start = float(header.get("t_start", 0.0))
+    frame["t"] = fixed + t_start
+    return frame, t_start
+
+
+def load_run(folder: str | Path, frame_skip: int = FRAME_SKIP) -> RunCurve:
+    """
+    The games of a run folder's Monitor CSVs (``*.monitor.csv``, one per training env), merged in
+    the order they ended.
+
+    :raises cfg.ConfigError: no such folder, no Monitor file, or no finished game.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise cfg.ConfigError(f"run folder {str(folder)!r} does not exist")
+    files = sorted(get_monitor_files(str(folder)))
+    if not files:
+        raise cfg.ConfigError(f"no Monitor files (*.{Monitor.EXT}) in {str(folder)!r}: give a run folder "
+                              "written by sb3_breakout.train or rl_zoo3.train")
+    frames, starts = zip(*(read_monitor_file(Path(f)) for f in files))
+    data = pd.concat(frames, ignore_index=True).sort_values("t", kind="stable")
+    if data.empty:
+        raise cfg.ConfigError(f"the Monitor files in {str(folder)!r} hold no finished game yet")
+    start = min(starts)
+    return RunCurve(
+        folder=folder,
+        steps=np.cumsum(data["l"].to_numpy(dtype=float)) / frame_skip,
+        scores=data["r"].to_numpy(dtype=float),
+        seconds=data["t"].to_numpy(dtype=float) - start,
+    )
+
+
+def parse_spec(spec: str) -> tuple[str, list[str]]:
+    """``NAME=f1,f2`` -> (NAME, [f1, f2]); a plain folder -> (its name, [folder])."""
+    if "=" in spec:
+        name, _, folders = spec.partition("=")
+        paths = [p for p in folders.split(",") if p]
+        if not name or not paths:
+            raise cfg.ConfigError(f"run spec {spec!r} is not allowed: use FOLDER or NAME=FOLDER1,FOLDER2,...")
+        return name, paths
+    return Path(spec.rstrip("/")).name or spec, [spec]
+
+
+def read_reference(path: str) -> pd.DataFrame:
+    """A reference curve: a CSV with columns ``steps`` (agent steps) and ``score``."""
+    try:
+        data = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise cfg.ConfigError(f"cannot read reference CSV {path!r}: {exc}") from None
+    if not {"steps", "score"} <= set(data.columns):
+        raise cfg.ConfigError(f"reference CSV {path!r} must have columns steps,score; it has {','.join(data.columns)}")
+    return data
+
+
+def group_band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """
+    Mean and standard deviation of several seeds' curves, interpolated onto a common grid of agent
+    steps that all of them cover.
+
+    :param curves: ``(steps, values)`` per seed, ``steps`` increasing.
+    :return: grid, mean, std (std is 0 for a single seed).
+    """
+    if len(curves) == 1:
+        x, y = curves[0]
+        return x, y, np.zeros_like(y)
+    low = max(float(x[0]) for x, _ in curves)
+    high = min(float(x[-1]) for x, _ in curves)
+    grid = np.linspace(low, high, GRID_POINTS) if high > low else np.array([high])
+    values = np.stack([np.interp(grid, x, y) for x, y in curves])
+    return grid, values.mean(axis=0), values.std(axis=0)
+
+
+def plot(
+    groups: list[tuple[str, list[RunCurve]]],
+    output: Path,
+    *,
+    window: int = 100,
+    reference: pd.DataFrame | None = None,
+    reference_label: str = "reference",
+    max_steps: float | None = None,
+    title: str | None = None,
+    dpi: int = 100,
+) -> None:
+    """Draw the two panels and write the PNG (to a temporary name, renamed into place)."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), sharex=True, height_ratios=[2, 1])
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, runs) in enumerate(groups):
+        color = colors[i % len(colors)]
+        for run in runs:
+            top.scatter(run.steps, run.scores, s=4, color=color, alpha=0.15, linewidths=0)
+        x, mean, std = group_band([(run.steps, run.running_mean(window)) for run in runs])
+        seeds = f" ({len(runs)} seeds, mean ± std)" if len(runs) > 1 else ""
+        top.plot(x, mean, color=color, lw=1.8, label=f"{name}{seeds}")
+        if len(runs) > 1:
+            top.fill_between(x, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
+        speeds = [curve for curve in (run.speed() for run in runs) if len(curve[0])]
+        if not speeds:  # every game ended within the Monitor's time resolution
+            continue
+        x, mean, std = group_band(speeds)
+        bottom.plot(x, mean, color=color, lw=1.5, label=name)
+        if len(speeds) > 1:
+            bottom.fill_between(x, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
+    if reference is not None:
+        top.plot(reference["steps"], reference["score"], color="black", ls="--", lw=1.3, label=reference_label)
+    top.set_ylabel(f"game score (5 lives, raw)\nrunning mean of last {window} games")
+    top.set_title(title or "Breakout: score of each training game (dots) and its running mean")
+    top.legend(loc="upper left", fontsize="small")
+    top.grid(alpha=0.3)
+    bottom.set_ylabel("training speed\n(agent steps/s)")
+    bottom.set_xlabel(f"agent steps ({FRAME_SKIP} emulator frames each)")
+    bottom.set_ylim(bottom=0)
+    bottom.grid(alpha=0.3)
+    bottom.xaxis.set_major_formatter(EngFormatter())
+    if max_steps is not None:
+        bottom.set_xlim(0, max_steps)
+    else:
+        bottom.set_xlim(left=0)
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.stem}.tmp.png")
+    fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, output)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sb3_breakout.plot",
+        description="Plot training curves (score and speed against agent steps) from runs' Monitor CSVs.",
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN",
+                        help="a run folder, or NAME=FOLDER1,FOLDER2,... for one line of several seeds (mean ± std)")
+    parser.add_argument("-o", "--output", default="learning_curve.png", help="PNG file (default: learning_curve.png)")
+    parser.add_argument("--window", type=int, default=100, help="games in the running mean (default: 100)")
+    parser.add_argument("--reference", default=None, metavar="CSV",
+                        help="reference curve with columns steps,score, drawn dashed (default: none)")
+    parser.add_argument("--reference-label", default=None, help="its legend (default: the CSV's file name)")
+    parser.add_argument("--frame-skip", type=int, default=FRAME_SKIP,
+                        help=f"emulator frames per agent step, to turn Monitor lengths into steps (default: {FRAME_SKIP})")
+    parser.add_argument("--max-steps", type=float, default=None, help="x-axis limit in agent steps (default: all)")
+    parser.add_argument("--title", default=None, help="figure title (default: a description of the panels)")
+    parser.add_argument("--dpi", type=int, default=100, help="pixels per inch of the 10x8 inch figure (default: 100)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        for name in ("window", "frame_skip", "dpi"):
+            if getattr(args, name) < 1:
+                raise cfg.ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} is not allowed: "
+                                      "must be an integer >= 1")
+        if args.max_steps is not None and not args.max_steps > 0:
+            raise cfg.ConfigError(f"--max-steps={args.max_steps} is not allowed: must be a number > 0")
+        groups = []
+        for spec in args.runs:
+            name, folders = parse_spec(spec)
+            groups.append((name, [load_run(folder, args.frame_skip) for folder in folders]))
+        reference = read_reference(args.reference) if args.reference else None
+    except cfg.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    label = args.reference_label or (Path(args.reference).stem if args.reference else "reference")
+    output = Path(args.output)
+    plot(groups, output, window=args.window, reference=reference, reference_label=label,
+         max_steps=args.max_steps, title=args.title, dpi=args.dpi)
+    for name, runs in groups:
+        for run in runs:
+            last = run.running_mean(args.window)[-1]
+            print(f"{name}: {run.folder}: {len(run.scores)} games, {run.steps[-1]:,.0f} agent steps, "
+                  f"running mean {last:.2f}")
+    print(f"Wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""
+``python -m sb3_breakout.record``: play games with a trained agent and write a GIF and an MP4.
+
+Headless: the env renders with ``render_mode="rgb_array"`` (the ALE's own 210x160 RGB screen), no
+display is opened. The agent plays as :mod:`sb3_breakout.evaluate` plays (the run's own wrappers
+and frame stack, epsilon-greedy, per-game seeds: game ``i`` of ``record`` is game ``i`` of
+``evaluate`` with the same flags), one video frame every ``--stride`` agent steps, with the game's
+raw score, lives and game number drawn on it (OpenCV ``putText``).
+
+Outputs ``<stem>.gif`` (looping, Pillow) and ``<stem>.mp4`` (H.264, ``yuv420p``, through the
+ffmpeg binary of ``imageio-ffmpeg``: plays in browsers and players), ``<stem>`` being
+``<run>/videos/<model>`` unless ``-o`` says otherwise. RL Zoo's ``python -m rl_zoo3.record_video``
+also works on our run folders; this one adds the GIF, the score overlay and whole games.
+
+Exit status: 0 done, 2 bad input (a one-line error naming the bad value; nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sb3_breakout import config as cfg
+from sb3_breakout.evaluate import (
+    Protocol,
+    add_protocol_arguments,
+    add_target_arguments,
+    default_output,
+    epsilon_greedy,
+    load_model,
+    make_game_env,
+    protocol_from,
+    start_game,
+    target_from,
+)
+
+FORMATS = ("gif", "mp4")
+
+
+def annotate(frame: np.ndarray, text: str, scale: int = 1) -> np.ndarray:
+    """
+    ``frame`` enlarged ``scale`` times (nearest neighbour, crisp pixels) with ``text`` in white on the
+    black strip under Breakout's paddle (the screen's bottom rows).
+
+    :param frame: an RGB screen, ``(H, W, 3)`` uint8.
+    :return: a new ``(H*scale, W*scale, 3)`` uint8 array.
+    """
+    out = np.ascontiguousarray(frame)
+    if scale != 1:
+        out = cv2.resize(out, (out.shape[1] * scale, out.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+    else:
+        out = out.copy()
+    cv2.putText(out, text, (2 * scale, out.shape[0] - 3 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.3 * scale,
+                (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def write_gif(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    """A looping GIF (Pillow through imageio), written to a temporary name and renamed into place."""
+    import imageio.v3 as iio
+
+    tmp = path.with_name(f".{path.stem}.tmp.gif")
+    iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0)
+    os.replace(tmp, path)
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    """
+    An H.264 MP4 (``yuv420p``, the format browsers play) through imageio-ffmpeg's ffmpeg, written to
+    a temporary name and renamed into place. ``macro_block_size=2`` keeps the screen's own size
+    (210 rows is not a multiple of ffmpeg's usual 16; yuv420p only needs even sizes).
+    """
+    import imageio_ffmpeg
+
+    height, width = frames[0].shape[:2]
+    tmp = path.with_name(f".{path.stem}.tmp.mp4")
+    writer = imageio_ffmpeg.write_frames(str(tmp), (width, height), fps=fps, codec="libx264",
+                                         pix_fmt_out="yuv420p", macro_block_size=2, quality=7)
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame))
+    writer.close()
+    os.replace(tmp, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sb3_breakout.record",
+        description="Play games with a trained agent and write a GIF and an MP4 (headless).",
+    )
+    add_target_arguments(parser)
+    add_protocol_arguments(parser, games=1)
+    parser.add_argument("--stride", type=int, default=1,
+                        help="one video frame every N agent steps (1 step = 4 emulator frames) (default: 1)")
+    parser.add_argument("--max-video-frames", type=int, default=2000,
+                        help="stop playing after this many video frames (default: 2000)")
+    parser.add_argument("--fps", type=float, default=30.0,
+                        help="video frames per second (default: 30; with --stride 1 twice real time)")
+    parser.add_argument("--scale", type=int, default=1, help="enlarge the 210x160 screen N times (default: 1)")
+    parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS),
+                        help="files to write (default: gif mp4)")
+    parser.add_argument("-o", "--output", default=None,
+                        help="output path without extension (default: <run>/videos/<model>, e.g. .../videos/final)")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """:raises cfg.ConfigError: a flag value out of range."""
+    for name, low in (("stride", 1), ("max_video_frames", 1), ("scale", 1)):
+        if getattr(args, name) < low:
+            raise cfg.ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} is not allowed: "
+                                  f"must be an integer >= {low}")
+    if not args.fps > 0 or math.isinf(args.fps):
+        raise cfg.ConfigError(f"--fps={args.fps} is not allowed: must be a number > 0")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        protocol: Protocol = protocol_from(args)
+        check_args(args)
+        target = target_from(args)
+        model = load_model(target, args.device)
+    except cfg.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stem = Path(args.output) if args.output else default_output(target, "videos", "")
+    if stem.suffix in (".gif", ".mp4"):
+        stem = stem.with_suffix("")
+
+    env = make_game_env(target, protocol.max_frames, protocol.noop_max, render_mode="rgb_array")
+    frames: list[np.ndarray] = []
+    try:
+        for index in range(protocol.games):
+            game = start_game(env, protocol, index)
+            score, lives = 0.0, None
+            frames.append(annotate(env.get_images()[0], f"game {index + 1}  score 0", args.scale))
+            result = None
+            while result is None and len(frames) < args.max_video_frames:
+                action = epsilon_greedy(model, game.obs, game.rng, protocol.epsilon)
+                game.obs, _, _, infos = env.step(np.array([action]))  # type: ignore[assignment]
+                result = game.record(infos[0])
+                if result is not None:  # the env has already reset: its screen is the next game's
+                    break
+                score, lives = float(sum(env.get_attr("rewards")[0])), infos[0].get("lives")
+                if game.steps % args.stride == 0:
+                    text = f"game {index + 1}  score {score:g}" + (f"  lives {lives}" if lives is not None else "")
+                    frames.append(annotate(env.get_images()[0], text, args.scale))
+            if result is not None:
+                print(f"game {index}: score {result.score:g}, {result.frames} frames, {result.lives_lost} lives lost")
+            else:
+                print(f"game {index}: stopped at {len(frames)} video frames (--max-video-frames), score {score:g}")
+                break
+    finally:
+        env.close()
+
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for fmt in args.format:
+        path = stem.with_name(f"{stem.name}.{fmt}")
+        (write_gif if fmt == "gif" else write_mp4)(path, frames, args.fps)
+        print(f"Wrote {path} ({len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]}, {args.fps:g} fps)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
