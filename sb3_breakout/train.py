@@ -235,11 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    if resume_dir is not None:  # the original run's settings, except what this command may change
+    if resume_dir is not None:  # the original run's settings, unless given again on this command line
         with open(resume_dir / args.env / "args.yml") as f:  # RL Zoo writes it as a python OrderedDict
             saved = dict(yaml.load(f, Loader=yaml.UnsafeLoader) or {})
+        defaults = build_parser().parse_args([])
         for key in ("algo", "profile", "seed", "n_timesteps", "tensorboard_log", "log_interval", "verbose"):
-            if key in saved:
+            if key in saved and getattr(args, key) == getattr(defaults, key):
                 setattr(args, key, saved[key])
     if args.progress is None:
         args.progress = sys.stdout.isatty()

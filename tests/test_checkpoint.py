@@ -80,16 +80,25 @@ def test_sigkill_then_resume_continues_the_run(tmp_path, small_conf):
 
 def test_sigterm_writes_a_checkpoint_and_exits_0(tmp_path, small_conf):
     run_dir = tmp_path / "logs" / "dqn" / f"{ENV}_1"
-    proc = start_training(tmp_path, small_conf, "-n", "1200", "--save-freq", "0")
+    proc = start_training(tmp_path, small_conf, "-n", "1200", "--save-freq", "0", "-tb", "tb", "--log-interval", "1")
     wait_for(lambda: (run_dir / "0.monitor.csv").exists() and games_in(run_dir) >= 1)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out[-3000:]
     assert "SIGTERM received" in out and f"--resume {run_dir.relative_to(tmp_path)}" in out
     assert len(list_checkpoints(run_dir)) == 1
+    step = int(list_checkpoints(run_dir)[0].name[5:])
     resumed = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir)], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert DQN.load(run_dir / f"{ENV}.zip", device="cpu").num_timesteps == 1200
+    # TensorBoard: one run folder whose curve goes on past the checkpoint
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (tb_run,) = (tmp_path / "tb" / ENV).iterdir()
+    events = EventAccumulator(str(tb_run))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("rollout/exploration_rate")]
+    assert min(steps) < step < max(steps)
 
 
 def test_damaged_checkpoints_are_named_and_the_earlier_one_is_used(tmp_path, small_conf):

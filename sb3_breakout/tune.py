@@ -1,0 +1,1159 @@
+"""
+``python -m sb3_breakout.tune``: tune DQN's hyperparameters on Breakout with Optuna, on one machine
+or many, and write the best trial as an RL Zoo YAML entry.
+
+Data flow: the command reads the hyperparameter entry exactly as ``python -m sb3_breakout.train``
+does (:func:`sb3_breakout.config.load_entry`, ``--profile``, ``-conf``, ``-params``) and the search
+space (``hyperparams/dqn_search_space.yml``, narrowed by ``--search-space``), and checks both, the
+sampler, the pruner and the storage URL before any storage is opened or folder made. It then opens
+(or joins) an Optuna study in the storage (an SQLite file in the log folder by default; any RDB URL
+such as PostgreSQL for several machines; a journal file on a shared file system) and runs trials
+until the *study* holds ``--n-trials`` finished trials. Each trial merges its sampled values into the
+entry (so NatureCNN, the compact replay buffer, the penalty wrapper and the epsilon callback stay),
+builds the model through RL Zoo's ``ExperimentManager`` (:class:`TrialExperimentManager`), trains
+``--n-timesteps`` agent steps and evaluates ``--n-evaluations`` times on full games with epsilon
+0.05 (RL Zoo's ``TrialEvalCallback``, which reports to the pruner); its value is the mean game score
+of the last evaluation. At the end the log folder ``<log>/<study>/`` holds ``best.yml`` (the best
+trial as a complete RL Zoo entry for ``BreakoutNoFrameskip-v4``), ``trials.csv`` and two plots.
+
+Several workers (processes, machines) share one study: each runs this same command with the same
+``--storage`` and ``--study-name``. Why not only Optuna's ``MaxTrialsCallback``: it counts after a
+trial, so two workers that check at the same moment both start one more trial (the study overshoots),
+and it cannot tell a failed trial that was retried from one that was not. Here a worker *claims* a
+trial under a lock shared by all workers (a file lock for SQLite and journal files, an advisory lock
+on the PostgreSQL / MySQL server), held from counting the study's trials until Optuna has created the
+new one; a failed trial that the heartbeat retried does not count, its retry does. Workers of an RDB
+storage record a heartbeat while a trial runs: when a worker dies mid-trial, another marks its trial
+failed after ``--grace-period`` seconds and runs it again (Optuna's
+``RetryHeartbeatStaleTrialCallback``); a worker with nothing left to start waits for trials still
+running elsewhere, so that the study is complete when a worker ends. Journal files have no heartbeat.
+
+Exit status: 0 done, 1 the study has no completed trial, 2 bad input (nothing opened or written),
+130 interrupted (the running trial is recorded as failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import re
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import FrozenTrial, TrialState
+from rl_zoo3.callbacks import TrialEvalCallback
+from rl_zoo3.utils import StoreDict
+
+from sb3_breakout import checkpoint as ckpt
+from sb3_breakout import config as cfg
+from sb3_breakout.envs import ENV_ID
+from sb3_breakout.train import BreakoutExperimentManager, check_env, check_memory, check_writable
+
+ALGO = "dqn"
+#: The search space every study starts from; ``--search-space`` changes parameters of it.
+DEFAULT_SEARCH_SPACE = cfg.HYPERPARAMS_DIR / "dqn_search_space.yml"
+#: Names of :class:`sb3_breakout.callbacks.LinearEpsilonCallback`'s arguments, tuned in its YAML entry.
+EPSILON_KEYS = ("random_steps", "decay_steps", "initial_eps", "final_eps")
+#: Study user attributes written by this module.
+SETTINGS_ATTR = "sb3_breakout.settings"
+SPACE_ATTR = "sb3_breakout.search_space"
+#: Trial user attribute: the values this trial put into the entry (sampled and fixed).
+HYPERPARAMS_ATTR = "hyperparams"
+
+SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp")
+#: Python packages a sampler needs beyond Optuna's own.
+SAMPLER_PACKAGES = {"cmaes": ("cmaes",), "qmc": ("scipy",), "gp": ("scipy",)}
+PRUNERS = ("median", "halving", "hyperband", "nop", "none")
+
+
+# ==================================================================================== search space
+@dataclass(frozen=True)
+class Domain:
+    """What values a tunable hyperparameter accepts."""
+
+    integer: bool
+    test: Callable[[float], bool]
+    allowed: str
+    #: A stricter test for the ends of a range (values allowed only as single choices, e.g. -1).
+    range_test: Callable[[float], bool] | None = None
+
+
+def tunable_domains() -> dict[str, Domain]:
+    """
+    The hyperparameters a search space may name: the numeric ones :func:`sb3_breakout.config.validate_entry`
+    checks (except ``n_timesteps``, the trial budget, and DQN's ``exploration_*``, which the epsilon
+    callback overrides), ``train_freq``, and the epsilon callback's arguments.
+    """
+    skip = {"n_timesteps", "exploration_fraction", "exploration_initial_eps", "exploration_final_eps"}
+    domains = {key: Domain(key in cfg.INTEGER_KEYS, test, allowed) for key, test, allowed in cfg.RANGES
+               if key not in skip}
+    domains["gradient_steps"] = Domain(True, lambda v: v >= 1 or v == -1, "an integer >= 1, or -1",
+                                       range_test=lambda v: v >= 1)
+    domains["train_freq"] = Domain(True, lambda v: v >= 1, "an integer >= 1")
+    domains["random_steps"] = Domain(True, lambda v: v >= 0, "an integer >= 0 (agent steps)")
+    domains["decay_steps"] = Domain(True, lambda v: v >= 1, "an integer >= 1 (agent steps)")
+    domains["initial_eps"] = Domain(False, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+    domains["final_eps"] = Domain(False, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+    return domains
+
+
+@dataclass(frozen=True)
+class Param:
+    """
+    One parameter of the search space.
+
+    ``kind`` is ``"range"`` (``low``..``high``, optionally ``log`` or ``step``), ``"choices"`` or
+    ``"fixed"`` (``value``, not sampled but written into every trial's entry).
+    """
+
+    name: str
+    kind: str
+    integer: bool = False
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+    value: Any = None
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        """This parameter's value in ``trial`` (sampled, or the retried trial's own)."""
+        if self.kind == "fixed":
+            return self.value
+        if self.kind == "choices":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.integer:
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+
+    def bounds(self) -> tuple[float, float]:
+        """Smallest and largest value this parameter can take."""
+        if self.kind == "fixed":
+            return self.value, self.value
+        if self.kind == "choices":
+            return min(self.choices), max(self.choices)
+        return self.low, self.high
+
+    def spec(self) -> Any:
+        """The YAML form: a value, a list of choices or ``{low, high[, log][, step]}``."""
+        if self.kind == "fixed":
+            return self.value
+        if self.kind == "choices":
+            return list(self.choices)
+        spec: dict[str, Any] = {"low": self.low, "high": self.high}
+        if self.log:
+            spec["log"] = True
+        if self.step is not None:
+            spec["step"] = self.step
+        return spec
+
+
+def _number(raw: Any, what: str, domain: Domain, where: str) -> int | float:
+    """A YAML value as a number of the domain's type (``"1e-5"``, which YAML reads as text, included)."""
+    value = raw
+    if isinstance(raw, str):
+        try:
+            value = float(raw)
+        except ValueError:
+            value = raw
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise cfg.ConfigError(f"{what}={raw!r} in {where} is not allowed: must be {domain.allowed}")
+    if domain.integer:
+        if float(value) != int(value):
+            raise cfg.ConfigError(f"{what}={raw!r} in {where} is not allowed: must be {domain.allowed}")
+        return int(value)
+    return float(value)
+
+
+def parse_param(name: str, raw: Any, where: str, domains: dict[str, Domain] | None = None) -> Param | None:
+    """
+    One line of a search-space file as a :class:`Param` (None for ``null``: not tuned).
+
+    :param where: the file, for messages.
+    :raises ConfigError: an unknown name, a malformed spec, a value or range the hyperparameter does
+        not accept.
+    """
+    domains = domains or tunable_domains()
+    if name not in domains:
+        raise cfg.ConfigError(f"unknown search-space parameter {name!r} in {where}: allowed are "
+                              f"{', '.join(sorted(domains))}")
+    domain = domains[name]
+    what = f"search space {name}"
+    if raw is None:
+        return None
+    if isinstance(raw, list):
+        if not raw:
+            raise cfg.ConfigError(f"{what} in {where}: a list of choices must not be empty")
+        choices = tuple(_number(v, what, domain, where) for v in raw)
+        for v in choices:
+            if not domain.test(v):
+                raise cfg.ConfigError(f"{what}={v!r} in {where} is not allowed: must be {domain.allowed}")
+        if len(set(choices)) != len(choices):
+            raise cfg.ConfigError(f"{what}={raw!r} in {where}: choices must be different")
+        return Param(name, "choices", domain.integer, choices=choices)
+    if isinstance(raw, dict):
+        unknown = sorted(set(raw) - {"low", "high", "log", "step"})
+        if unknown or "low" not in raw or "high" not in raw:
+            raise cfg.ConfigError(f"{what} in {where} must be {{low: A, high: B}} with optional log: true or "
+                                  f"step: S, got {raw!r}")
+        low, high = (_number(raw[end], f"{what} {end}", domain, where) for end in ("low", "high"))
+        log = raw.get("log", False)
+        if not isinstance(log, bool):
+            raise cfg.ConfigError(f"{what} log={log!r} in {where} must be true or false")
+        step = None if raw.get("step") is None else _number(raw["step"], f"{what} step", domain, where)
+        test = domain.range_test or domain.test
+        for end, v in (("low", low), ("high", high)):
+            if not test(v):
+                allowed = "an integer >= 1 (use a list to include -1)" if domain.range_test else domain.allowed
+                raise cfg.ConfigError(f"{what} {end}={v!r} in {where} is not allowed: must be {allowed}")
+        if low > high:
+            raise cfg.ConfigError(f"{what} in {where}: low={low!r} is larger than high={high!r}")
+        if log and low <= 0:
+            raise cfg.ConfigError(f"{what} in {where}: a log range needs low > 0, got low={low!r}")
+        if log and step is not None:
+            raise cfg.ConfigError(f"{what} in {where}: use either log or step, not both")
+        if step is not None and step <= 0:
+            raise cfg.ConfigError(f"{what} in {where}: step={step!r} must be > 0")
+        return Param(name, "range", domain.integer, low=low, high=high, log=log, step=step)
+    if isinstance(raw, (int, float, str)) and not isinstance(raw, bool):
+        value = _number(raw, what, domain, where)
+        if not domain.test(value):
+            raise cfg.ConfigError(f"{what}={value!r} in {where} is not allowed: must be {domain.allowed}")
+        return Param(name, "fixed", domain.integer, value=value)
+    raise cfg.ConfigError(f"{what}={raw!r} in {where} must be a value, a list of choices or {{low: A, high: B}}")
+
+
+def _read_space_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise cfg.ConfigError(f"cannot read search-space file {str(path)!r}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise cfg.ConfigError(f"search-space file {str(path)!r} is not valid YAML{line}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise cfg.ConfigError(f"search-space file {str(path)!r} must map parameter names to ranges, "
+                              f"got {type(data).__name__}")
+    return data
+
+
+def load_search_space(override: str | Path | None = None,
+                      default: str | Path = DEFAULT_SEARCH_SPACE) -> dict[str, Param]:
+    """
+    The search space: ``default`` with the parameters of ``override`` replaced (a value fixes one,
+    a range or list narrows or widens it, ``null`` takes it out of the search).
+
+    :raises ConfigError: see :func:`parse_param`.
+    """
+    domains = tunable_domains()
+    space: dict[str, Param] = {}
+    for path in (default, override):
+        if path is None:
+            continue
+        for name, raw in _read_space_file(path).items():
+            param = parse_param(str(name), raw, repr(str(path)), domains)
+            if param is None:
+                space.pop(str(name), None)
+            else:
+                space[str(name)] = param
+    return space
+
+
+def space_spec(space: dict[str, Param]) -> dict[str, Any]:
+    """The search space in its YAML form (stored with the study)."""
+    return {name: param.spec() for name, param in space.items()}
+
+
+def _callback_entries(entry: dict[str, Any]) -> list[Any]:
+    value = entry.get("callback", [])
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _callback_name(item: Any) -> str:
+    return next(iter(item)) if isinstance(item, dict) else str(item)
+
+
+def _epsilon_kwargs(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """The epsilon callback's keyword arguments in ``entry`` (None if it has none)."""
+    for item in _callback_entries(entry):
+        if _callback_name(item).endswith("." + "LinearEpsilonCallback"):
+            return dict((item[_callback_name(item)] or {}) if isinstance(item, dict) else {})
+    return None
+
+
+def entry_value(entry: dict[str, Any], name: str) -> Any:
+    """A hyperparameter's value in ``entry``: epsilon arguments are read from the callback's entry."""
+    if name in EPSILON_KEYS:
+        from sb3_breakout.callbacks import LinearEpsilonCallback
+
+        kwargs = _epsilon_kwargs(entry) or {}
+        default = LinearEpsilonCallback().schedule
+        return kwargs.get(name, getattr(default, name))
+    return entry.get(name)
+
+
+def check_space(space: dict[str, Param], entry: dict[str, Any]) -> None:
+    """
+    Refuse a search space that the entry cannot train with: epsilon parameters without the epsilon
+    callback, ``batch_size`` above ``buffer_size``, ``final_eps`` above ``initial_eps``.
+
+    :raises ConfigError: one line naming the parameters.
+    """
+    eps_names = [name for name in space if name in EPSILON_KEYS]
+    if eps_names and _epsilon_kwargs(entry) is None:
+        raise cfg.ConfigError(f"search space {eps_names[0]} needs sb3_breakout.callbacks.LinearEpsilonCallback in "
+                              "the entry's callback list")
+
+    def bounds(name: str, default: float) -> tuple[float, float]:
+        if name in space:
+            return space[name].bounds()
+        value = entry_value(entry, name)
+        return (value, value) if value is not None else (default, default)
+
+    batch, buffer = bounds("batch_size", 32), bounds("buffer_size", 1_000_000)
+    if batch[1] > buffer[0]:
+        raise cfg.ConfigError(f"search space: batch_size up to {batch[1]} is larger than buffer_size from {buffer[0]}")
+    final, initial = bounds("final_eps", 0.1), bounds("initial_eps", 1.0)
+    if final[1] > initial[0]:
+        raise cfg.ConfigError(f"search space: final_eps up to {final[1]} is larger than initial_eps from {initial[0]}")
+
+
+def apply_values(entry: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``entry`` with ``values`` merged in; epsilon arguments go into the epsilon callback's entry."""
+    entry = copy.deepcopy(entry)
+    eps = {k: v for k, v in values.items() if k in EPSILON_KEYS}
+    entry.update({k: v for k, v in values.items() if k not in EPSILON_KEYS})
+    if eps:
+        callbacks = _callback_entries(entry)
+        for i, item in enumerate(callbacks):
+            name = _callback_name(item)
+            if name.endswith(".LinearEpsilonCallback"):
+                kwargs = dict(item[name] or {}) if isinstance(item, dict) else {}
+                callbacks[i] = {name: {**kwargs, **eps}}
+        entry["callback"] = callbacks
+    return entry
+
+
+def without_running_reward(entry: dict[str, Any]) -> dict[str, Any]:
+    """
+    ``entry`` without :class:`~sb3_breakout.callbacks.RunningRewardCallback`: in a trial it would print
+    a line every 10,000 steps and end training once "solved", before the trial's last evaluation.
+    """
+    entry = copy.deepcopy(entry)
+    if "callback" in entry:
+        entry["callback"] = [c for c in _callback_entries(entry)
+                             if not _callback_name(c).endswith(".RunningRewardCallback")]
+    return entry
+
+
+# ========================================================================================= storage
+@dataclass(frozen=True)
+class StorageSpec:
+    """Where the study lives: a database URL (RDB) or a journal file's path."""
+
+    url: str
+    journal: bool = False
+
+    @property
+    def display(self) -> str:
+        """The URL with its password hidden."""
+        if self.journal:
+            return self.url
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    @property
+    def backend(self) -> str:
+        if self.journal:
+            return "journal"
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.url).get_backend_name()
+
+    @property
+    def heartbeat_supported(self) -> bool:
+        """Optuna records heartbeats in RDB storages only."""
+        return not self.journal
+
+
+#: pip packages of the database drivers SQLAlchemy imports.
+DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "pymysql": "PyMySQL",
+                   "MySQLdb": "mysqlclient", "asyncpg": "asyncpg", "pg8000": "pg8000"}
+STORAGE_FORMS = ("postgresql://user:password@host:5432/database, mysql+pymysql://user@host/database, "
+                 "sqlite:///path/file.db, or a journal file path ending in .log")
+
+
+def parse_storage(value: str | None, log_folder: str | Path) -> StorageSpec:
+    """
+    The ``--storage`` value, checked without connecting: a database URL (any SQLAlchemy URL whose
+    driver is installed) or a journal file (a path ending in ``.log``). None: the SQLite file
+    ``<log folder>/optuna.db``.
+
+    ``postgresql://`` uses psycopg2 when SQLAlchemy's default driver (psycopg 3) is not installed.
+
+    :raises ConfigError: a malformed URL, an unknown database, a missing driver, in-memory SQLite.
+    """
+    if value is None:
+        return StorageSpec(f"sqlite:///{Path(log_folder) / 'optuna.db'}")
+    if "://" not in value:
+        if value.endswith(".log"):
+            path = Path(value)
+            check_writable(str(path.parent))
+            if path.exists() and not path.is_file():
+                raise cfg.ConfigError(f"journal storage {value!r} is not a file")
+            return StorageSpec(value, journal=True)
+        raise cfg.ConfigError(f"malformed storage {value!r}: expected a database URL such as {STORAGE_FORMS}")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):
+        raise cfg.ConfigError(f"malformed storage URL {value!r}: expected {STORAGE_FORMS}") from None
+    shown = url.render_as_string(hide_password=True)
+    try:
+        dialect = url.get_dialect()
+    except NoSuchModuleError:
+        hint = " (SQLAlchemy calls it postgresql://)" if url.get_backend_name() == "postgres" else ""
+        raise cfg.ConfigError(f"unknown database {url.drivername!r} in storage URL {shown!r}{hint}: expected "
+                              f"{STORAGE_FORMS}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        if url.drivername == "postgresql" and importlib.util.find_spec("psycopg2") is not None:
+            url = url.set(drivername="postgresql+psycopg2")
+            value = url.render_as_string(hide_password=False)
+        else:
+            package = DRIVER_PACKAGES.get(exc.name or "", exc.name)
+            raise cfg.ConfigError(f"storage URL {shown!r} needs the database driver {exc.name}: "
+                                  f"pip install {package}") from None
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database in ("", ":memory:") or url.host:
+            raise cfg.ConfigError(f"storage URL {value!r} names no SQLite file: use sqlite:///relative/path.db or "
+                                  "sqlite:////absolute/path.db (an in-memory study would be lost)")
+        if not Path(database).parent.is_dir():
+            raise cfg.ConfigError(f"storage URL {shown!r}: folder {str(Path(database).parent)!r} does not exist")
+    return StorageSpec(value)
+
+
+def open_storage(spec: StorageSpec, heartbeat_interval: int, grace_period: int | None,
+                 max_retry: int | None) -> BaseStorage:
+    """
+    Optuna's storage for ``spec``: ``RDBStorage`` with a heartbeat every ``heartbeat_interval``
+    seconds (0: none) whose stale trials are failed and retried up to ``max_retry`` times
+    (``RetryHeartbeatStaleTrialCallback``), or ``JournalStorage`` on a ``JournalFileBackend``.
+    """
+    if spec.journal:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(spec.url))
+    engine_kwargs: dict[str, Any] = (
+        {"connect_args": {"timeout": 60}} if spec.backend == "sqlite" else {"pool_pre_ping": True}
+    )
+    heartbeat: dict[str, Any] = {}
+    if heartbeat_interval > 0:
+        heartbeat = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
+    return RDBStorage(spec.url, engine_kwargs=engine_kwargs, **heartbeat)
+
+
+# ==================================================================================== trial claims
+class ClaimLock:
+    """
+    A lock shared by every worker of a storage, held from counting a study's trials until Optuna
+    has created the next one. This base class is the no-op used where no lock is known.
+    """
+
+    held = False
+
+    def acquire(self) -> None:
+        self.held = True
+
+    def release(self) -> None:
+        """Release if held (safe to call twice)."""
+        self.held = False
+
+
+class FileClaimLock(ClaimLock):
+    """``flock`` on a file beside the SQLite database (workers of one machine); released if the process dies."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._fd, self.held = fd, True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+        self._fd, self.held = None, False
+
+
+class JournalClaimLock(ClaimLock):
+    """Optuna's ``JournalFileOpenLock`` (NFS-safe) on ``<journal>.claim``; a dead holder's lock expires after 30 s."""
+
+    def __init__(self, journal_path: str) -> None:
+        from optuna.storages.journal import JournalFileOpenLock
+
+        self._lock = JournalFileOpenLock(journal_path + ".claim", grace_period=30)
+
+    def acquire(self) -> None:
+        self._lock.acquire()
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            try:
+                self._lock.release()
+            except RuntimeError:  # forcibly released by another worker after the grace period
+                pass
+        self.held = False
+
+
+class ServerClaimLock(ClaimLock):
+    """A named lock of the database server on its own connection (PostgreSQL advisory lock, MySQL GET_LOCK)."""
+
+    NAME = "sb3_breakout.tune"
+    KEY = int.from_bytes(hashlib.sha256(NAME.encode()).digest()[:8], "big", signed=True)
+
+    def __init__(self, url: str) -> None:
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        self.engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        postgres = self.engine.dialect.name == "postgresql"
+        self._acquire = "SELECT pg_advisory_lock(:key)" if postgres else "SELECT GET_LOCK(:name, -1)"
+        self._release = "SELECT pg_advisory_unlock(:key)" if postgres else "SELECT RELEASE_LOCK(:name)"
+        self._conn: Any = None
+
+    def acquire(self) -> None:
+        from sqlalchemy import text
+
+        self._conn = self.engine.connect()
+        self._conn.execute(text(self._acquire), {"key": self.KEY, "name": self.NAME})
+        self.held = True
+
+    def release(self) -> None:
+        if self._conn is not None:
+            from sqlalchemy import text
+
+            try:
+                self._conn.execute(text(self._release), {"key": self.KEY, "name": self.NAME})
+            finally:
+                self._conn.close()  # closing the session releases the lock in any case
+        self._conn, self.held = None, False
+
+
+def make_claim_lock(spec: StorageSpec) -> ClaimLock:
+    """The lock all workers of ``spec`` share (a warning and no lock for other databases)."""
+    if spec.journal:
+        return JournalClaimLock(spec.url)
+    backend = spec.backend
+    if backend == "sqlite":
+        from sqlalchemy.engine import make_url
+
+        return FileClaimLock(f"{make_url(spec.url).database}.tune.lock")
+    if backend in ("postgresql", "mysql", "mariadb"):
+        return ServerClaimLock(spec.url)
+    print(f"warning: no lock between workers on {backend}: concurrent workers may run a few trials more than "
+          "--n-trials", file=sys.stderr)
+    return ClaimLock()
+
+
+@dataclass
+class TrialCounts:
+    """
+    A study's trials by state. A failed trial that the heartbeat retried is ``retried``, not
+    ``failed``: its retry takes its place.
+    """
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    retried: int = 0
+    running: int = 0
+    waiting: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Trials that count towards ``--n-trials``."""
+        return self.complete + self.pruned + self.failed
+
+    @property
+    def claimed(self) -> int:
+        """Finished trials plus those running or queued (a queued retry will run)."""
+        return self.finished + self.running + self.waiting
+
+    def summary(self) -> str:
+        """``(C complete, P pruned, F failed[, R retried]), N running[, W queued]``."""
+        return (f"({self.complete} complete, {self.pruned} pruned, {self.failed} failed"
+                + (f", {self.retried} retried" if self.retried else "") + f"), {self.running} running"
+                + (f", {self.waiting} queued" if self.waiting else ""))
+
+
+def count_trials(trials: list[FrozenTrial]) -> TrialCounts:
+    """Count ``trials`` (``study.get_trials()``) as :class:`TrialCounts`."""
+    superseded = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+    counts = TrialCounts()
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            counts.complete += 1
+        elif t.state == TrialState.PRUNED:
+            counts.pruned += 1
+        elif t.state == TrialState.FAIL:
+            if t.number in superseded:
+                counts.retried += 1
+            else:
+                counts.failed += 1
+        elif t.state == TrialState.RUNNING:
+            counts.running += 1
+        elif t.state == TrialState.WAITING:
+            counts.waiting += 1
+    return counts
+
+
+# ========================================================================================== trials
+class TrialExperimentManager(BreakoutExperimentManager):
+    """
+    The training CLI's ``ExperimentManager`` for one trial: the trial's entry, its own folder
+    ``<study folder>/trials/trial_<n>/`` (Monitor CSV, ``config.yml``, ``evaluations.npz``).
+    """
+
+    def __init__(self, *args: Any, trial_dir: Path, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.save_path = str(trial_dir)
+        self.params_path = str(trial_dir / self.env_name)
+
+
+class EpsilonTrialEvalCallback(TrialEvalCallback):
+    """
+    RL Zoo's ``TrialEvalCallback`` (evaluate every ``eval_freq`` steps, report the mean score to the
+    trial, stop when the pruner says so) playing with epsilon ``eval_eps``: SB3's ``DQN.predict``
+    explores with ``model.exploration_rate`` when not deterministic, so that rate is set for the
+    evaluation and restored after. Scores are Monitor scores of full games (the env is Monitor-wrapped
+    under the profile's wrappers, so SB3's ``evaluate_policy`` counts whole games).
+
+    It also stops training when the loss or the weights stop being finite (``diverged`` says why).
+
+    :param eval_eps: probability of a random action during evaluation (0.05).
+    """
+
+    def __init__(self, eval_env: Any, trial: optuna.Trial, n_eval_episodes: int, eval_freq: int,
+                 eval_eps: float = 0.05, log_path: str | None = None) -> None:
+        super().__init__(eval_env, trial, n_eval_episodes=n_eval_episodes, eval_freq=eval_freq,
+                         deterministic=False, log_path=log_path)
+        self.eval_eps = float(eval_eps)
+        self.scores: list[float] = []
+        self.diverged: str | None = None
+
+    def _on_step(self) -> bool:
+        loss = self.logger.name_to_value.get("train/loss")
+        if loss is not None and not math.isfinite(loss):
+            self.diverged = f"training loss became {loss} at step {self.num_timesteps}"
+            return False
+        if not (self.eval_freq > 0 and self.n_calls % self.eval_freq == 0):
+            return True
+        if not ckpt.weights_are_finite(self.model):
+            self.diverged = f"network weights are not finite at step {self.num_timesteps}"
+            return False
+        saved = self.model.exploration_rate  # type: ignore[attr-defined]
+        self.model.exploration_rate = self.eval_eps  # type: ignore[attr-defined]
+        try:
+            keep_going = super()._on_step()
+        finally:
+            self.model.exploration_rate = saved  # type: ignore[attr-defined]
+        self.scores.append(float(self.last_mean_reward))
+        return keep_going
+
+
+@dataclass
+class Plan:
+    """Everything a worker needs, checked before anything is opened or written."""
+
+    entry: dict[str, Any]
+    space: dict[str, Param]
+    storage: StorageSpec
+    study_name: str
+    out_dir: Path
+    settings: dict[str, Any]
+    eval_env_kwargs: dict[str, Any]
+
+
+class Objective:
+    """
+    One trial: sample the search space, merge the values into the entry, train and evaluate.
+
+    :param lock: released as soon as the trial exists (it was taken to claim it).
+    """
+
+    def __init__(self, args: argparse.Namespace, plan: Plan, lock: ClaimLock) -> None:
+        self.args = args
+        self.plan = plan
+        self.lock = lock
+        self.last_number: int | None = None
+
+    def values(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The trial's values of every search-space parameter (fixed ones included)."""
+        return {name: param.suggest(trial) for name, param in self.plan.space.items()}
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.lock.release()
+        self.last_number = trial.number
+        values = self.values(trial)
+        trial.set_user_attr(HYPERPARAMS_ATTR, values)
+        entry = apply_values(self.plan.entry, values)
+        cfg.validate_entry(entry, ALGO)
+        args = self.args
+        trial_dir = self.plan.out_dir / "trials" / f"trial_{trial.number:04d}"
+        seed = args.seed + trial.number if args.seed >= 0 else int.from_bytes(os.urandom(4), "little") >> 1
+        exp = TrialExperimentManager(
+            args, ALGO, args.env, str(trial_dir.parent),
+            n_timesteps=args.n_timesteps, eval_freq=-1, seed=seed, verbose=args.verbose, device=args.device,
+            config=args.conf_file or str(cfg.default_config(ALGO)), show_progress=args.progress,
+            profile=args.profile, entry=without_running_reward(entry), trial_dir=trial_dir,
+        )
+        model, _ = exp.setup_experiment()
+        exp.eval_env_kwargs = dict(self.plan.eval_env_kwargs)
+        eval_env = exp.create_envs(1, eval_env=True)
+        evaluation = EpsilonTrialEvalCallback(
+            eval_env, trial, n_eval_episodes=args.eval_episodes,
+            eval_freq=max(args.n_timesteps // args.n_evaluations // exp.n_envs, 1),
+            eval_eps=args.eval_eps, log_path=str(trial_dir),
+        )
+        try:
+            model.learn(args.n_timesteps, callback=[*exp.callbacks, evaluation],
+                        log_interval=None if args.verbose == 0 else 100)
+        finally:
+            model.env.close()
+            eval_env.close()
+        trial.set_user_attr("eval_scores", evaluation.scores)
+        if evaluation.diverged:
+            trial.set_user_attr("diverged", evaluation.diverged)
+            raise optuna.TrialPruned(f"training diverged: {evaluation.diverged}")
+        if evaluation.is_pruned:
+            raise optuna.TrialPruned(f"pruned after evaluation {evaluation.eval_idx} "
+                                     f"(mean score {evaluation.last_mean_reward:.2f})")
+        return float(evaluation.last_mean_reward)
+
+
+# ================================================================================== sampler, pruner
+def make_sampler(name: str, seed: int | None, n_startup_trials: int) -> optuna.samplers.BaseSampler:
+    """
+    Optuna's sampler ``name``: ``tpe`` (multivariate, with the constant liar so that concurrent
+    workers do not sample next to each other's running trials), ``random``, ``cmaes``, ``qmc``, ``gp``.
+    """
+    s = optuna.samplers
+    if name == "tpe":
+        return s.TPESampler(n_startup_trials=n_startup_trials, seed=seed, multivariate=True, constant_liar=True)
+    if name == "random":
+        return s.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return s.CmaEsSampler(n_startup_trials=n_startup_trials, seed=seed, warn_independent_sampling=False)
+    if name == "qmc":
+        return s.QMCSampler(seed=seed, warn_independent_sampling=False)
+    if name == "gp":
+        return s.GPSampler(n_startup_trials=n_startup_trials, seed=seed)
+    raise cfg.ConfigError(f"unknown sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name: str, n_startup_trials: int, n_evaluations: int) -> optuna.pruners.BasePruner:
+    """
+    Optuna's pruner ``name``, stepping over evaluations: ``median`` (after ``n_startup_trials`` trials
+    and the first third of the evaluations), ``halving`` (successive halving), ``hyperband``, ``nop``/``none``.
+    """
+    p = optuna.pruners
+    if name == "median":
+        return p.MedianPruner(n_startup_trials=n_startup_trials, n_warmup_steps=n_evaluations // 3)
+    if name == "halving":
+        return p.SuccessiveHalvingPruner(min_resource=1, reduction_factor=4, min_early_stopping_rate=0)
+    if name == "hyperband":
+        return p.HyperbandPruner(min_resource=1, max_resource=n_evaluations, reduction_factor=3)
+    if name in ("nop", "none"):
+        return p.NopPruner()
+    raise cfg.ConfigError(f"unknown pruner {name!r}: choose one of {', '.join(PRUNERS)}")
+
+
+# ========================================================================================= outputs
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def best_entry(plan: Plan, trial: FrozenTrial) -> dict[str, Any]:
+    """The complete RL Zoo entry of ``trial``: the study's entry with the trial's values merged in."""
+    values = trial.user_attrs.get(HYPERPARAMS_ATTR) or trial.params
+    return apply_values(plan.settings["entry"], values)
+
+
+def write_best_yaml(path: Path, plan: Plan, study: optuna.Study, trial: FrozenTrial) -> None:
+    """``best.yml``: one RL Zoo entry named by the env id, that both training CLIs read unchanged."""
+    s = plan.settings
+    header = [
+        f"# Best trial of the Optuna study {plan.study_name!r} ({plan.storage.display}): trial {trial.number},",
+        f"# mean score {trial.value:.2f} over {s['eval_episodes']} full games (epsilon {s['eval_eps']}) after "
+        f"{s['n_timesteps']:,} agent steps, profile {s['profile']}.",
+        "# Tuned: " + ", ".join(f"{k}={v!r}" for k, v in trial.params.items()),
+        f"#   python -m sb3_breakout.train --conf-file {path}",
+        f"#   python -m rl_zoo3.train --algo dqn --env {s['env']} --conf-file {path}",
+    ]
+    body = yaml.safe_dump({s["env"]: best_entry(plan, trial)}, sort_keys=False, width=110)
+    _write_atomic(path, "\n".join(header) + "\n" + body)
+
+
+def write_plots(study: optuna.Study, out_dir: Path, n_complete: int) -> list[str]:
+    """Optimization history and parameter importances as PNG (Agg); returns notes on what was skipped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
+
+    notes = []
+    for name, plot, needed in (("optimization_history.png", plot_optimization_history, 1),
+                               ("param_importances.png", plot_param_importances, 2)):
+        if n_complete < needed:
+            notes.append(f"{name} needs at least {needed} completed trials (the study has {n_complete}): skipped")
+            continue
+        try:
+            ax = plot(study)
+            fig = ax.figure
+            tmp = out_dir / f".{name}.{os.getpid()}.tmp.png"
+            fig.savefig(tmp, dpi=100, bbox_inches="tight")
+            os.replace(tmp, out_dir / name)
+            plt.close(fig)
+        except Exception as exc:  # e.g. importances when no parameter varied
+            notes.append(f"{name} skipped: {type(exc).__name__}: {exc}")
+        plt.close("all")
+    return notes
+
+
+def write_outputs(study: optuna.Study, plan: Plan) -> FrozenTrial | None:
+    """``trials.csv``, ``best.yml`` and the plots in the study folder; returns the best trial (None if none completed)."""
+    out = plan.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / "trials.csv", study.trials_dataframe().to_csv(index=False))
+    trials = study.get_trials(deepcopy=False)
+    n_complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    best = study.best_trial if n_complete else None
+    if best is not None:
+        write_best_yaml(out / "best.yml", plan, study, best)
+    for note in write_plots(study, out, n_complete):
+        print(f"note: {note}")
+    return best
+
+
+# ============================================================================================= CLI
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sb3_breakout.tune",
+        description="Tune DQN's hyperparameters on Breakout with Optuna; write the best trial as RL Zoo YAML. "
+        "Run the same command on several machines (same --storage and --study-name) to share one study.",
+    )
+    parser.add_argument("--env", default=ENV_ID, help=f"environment id (default: {ENV_ID})")
+    parser.add_argument("--profile", default=None, help="YAML entry: 'deepmind' (default), 'keras', or '<env>-NAME'")
+    parser.add_argument("-conf", "--conf-file", default=None, help="hyperparameter YAML (default: hyperparams/dqn.yml)")
+    parser.add_argument("-params", "--hyperparams", type=str, nargs="+", action=StoreDict, default=None,
+                        help="override entry hyperparameters for every trial (and take them out of the search), "
+                        "e.g. -params learning_starts:1000")
+    parser.add_argument("--search-space", default=None, metavar="YAML",
+                        help="change parameters of hyperparams/dqn_search_space.yml: fix (value), narrow "
+                        "({low, high} or a list) or drop (null) them")
+    parser.add_argument("--n-trials", type=int, default=100,
+                        help="finished trials of the whole study, all workers together (default: 100)")
+    parser.add_argument("-n", "--n-timesteps", type=int, default=1_000_000,
+                        help="agent steps of training per trial (default: 1000000)")
+    parser.add_argument("--n-evaluations", type=int, default=5,
+                        help="evaluations per trial, reported to the pruner (default: 5)")
+    parser.add_argument("--eval-episodes", type=int, default=5, help="full games per evaluation (default: 5)")
+    parser.add_argument("--eval-eps", type=float, default=0.05, help="epsilon while evaluating (default: 0.05)")
+    parser.add_argument("--eval-max-frames", type=int, default=None,
+                        help="emulator frames after which an evaluation game is cut (default: the entry's "
+                        "env_kwargs max_episode_steps, 40000)")
+    parser.add_argument("--sampler", default="tpe", help=f"{', '.join(SAMPLERS)} (default: tpe)")
+    parser.add_argument("--pruner", default="median", help=f"{', '.join(PRUNERS)} (default: median)")
+    parser.add_argument("--n-startup-trials", type=int, default=5,
+                        help="trials sampled at random and never pruned before the sampler and pruner act (default: 5)")
+    parser.add_argument("--storage", default=None,
+                        help="Optuna storage: a database URL (postgresql://user:password@host/db, sqlite:///file.db) "
+                        "or a journal file path ending in .log (default: sqlite:///<log folder>/optuna.db)")
+    parser.add_argument("--study-name", default=None,
+                        help="study to create or join (default: dqn_<env>[-<profile>])")
+    parser.add_argument("-f", "--log-folder", default="logs/tune",
+                        help="outputs go to <log folder>/<study name>/ (default: logs/tune)")
+    parser.add_argument("--heartbeat-interval", type=int, default=60,
+                        help="seconds between a running trial's heartbeats; 0: none (default: 60; RDB storages only)")
+    parser.add_argument("--grace-period", type=int, default=None,
+                        help="seconds without heartbeat after which a trial is failed and retried (default: 2 x interval)")
+    parser.add_argument("--max-retry", type=int, default=3,
+                        help="retries of a trial whose worker died (default: 3)")
+    parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
+                        help="with nothing left to start, wait for trials running in other workers (default: on, "
+                        "with a heartbeat)")
+    parser.add_argument("--seed", type=int, default=-1,
+                        help="sampler seed; trial n trains with seed+n (default: -1, random; give workers different seeds)")
+    parser.add_argument("--device", default="auto", help="PyTorch device: auto, cpu, cuda")
+    parser.add_argument("--num-threads", type=int, default=-1, help="torch CPU threads (default: torch's)")
+    parser.add_argument("-P", "--progress", action=argparse.BooleanOptionalAction, default=False,
+                        help="SB3's progress bar during each trial (default: off)")
+    parser.add_argument("--verbose", type=int, default=0, help="SB3 verbosity in trials (default: 0)")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Numbers and names of the command line: a one-line ConfigError for the first bad one."""
+    if args.sampler not in SAMPLERS:
+        raise cfg.ConfigError(f"unknown sampler {args.sampler!r}: choose one of {', '.join(SAMPLERS)}")
+    for package in SAMPLER_PACKAGES.get(args.sampler, ()):
+        if importlib.util.find_spec(package) is None:
+            raise cfg.ConfigError(f"sampler {args.sampler!r} needs the Python package {package}: pip install {package}")
+    if args.pruner not in PRUNERS:
+        raise cfg.ConfigError(f"unknown pruner {args.pruner!r}: choose one of {', '.join(PRUNERS)}")
+    checks = [
+        ("n_trials", args.n_trials >= 1, "must be >= 1"),
+        ("n_evaluations", args.n_evaluations >= 1, "must be >= 1"),
+        ("n_timesteps", args.n_timesteps >= args.n_evaluations, f"must be >= --n-evaluations ({args.n_evaluations})"),
+        ("eval_episodes", args.eval_episodes >= 1, "must be >= 1"),
+        ("eval_eps", 0.0 <= args.eval_eps <= 1.0, "must be in [0, 1]"),
+        ("eval_max_frames", args.eval_max_frames is None or args.eval_max_frames >= 1, "must be >= 1"),
+        ("n_startup_trials", args.n_startup_trials >= 0, "must be >= 0"),
+        ("heartbeat_interval", args.heartbeat_interval >= 0, "must be >= 0 (0: no heartbeat)"),
+        ("grace_period", args.grace_period is None or args.grace_period > args.heartbeat_interval,
+         f"must be larger than --heartbeat-interval ({args.heartbeat_interval})"),
+        ("max_retry", args.max_retry >= 0, "must be >= 0"),
+    ]
+    for name, ok, rule in checks:
+        if not ok:
+            raise cfg.ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} {rule}")
+
+
+def default_study_name(env_id: str, profile: str | None) -> str:
+    return f"{ALGO}_{cfg.entry_name(env_id, profile)}"
+
+
+def prepare(args: argparse.Namespace) -> Plan:
+    """
+    Every check that can refuse the command, before any storage is opened or folder made: the
+    arguments, the sampler and pruner, the hyperparameter entry, the search space, the storage URL,
+    the log folder, the env and the RAM for the largest replay buffer of the space.
+
+    :raises ConfigError: one line naming the bad value and what is allowed.
+    """
+    check_args(args)
+    conf_file = args.conf_file or str(cfg.default_config(ALGO))
+    entry = cfg.load_entry(conf_file, args.env, args.profile)
+    entry.update(args.hyperparams or {})
+    cfg.validate_entry(entry, ALGO)
+    space = load_search_space(args.search_space)
+    for key in args.hyperparams or {}:  # -params fixes a hyperparameter: it is not tuned
+        space.pop(key, None)
+    check_space(space, entry)
+    for end in (0, 1):  # the entry with every parameter at its lowest, then its highest value
+        cfg.validate_entry(apply_values(entry, {n: p.bounds()[end] for n, p in space.items()}), ALGO)
+    storage = parse_storage(args.storage, args.log_folder)
+    check_writable(args.log_folder)
+    obs_shape = check_env(args.env, entry)
+    if "buffer_size" in space:
+        check_memory({**entry, "buffer_size": space["buffer_size"].bounds()[1]}, obs_shape)
+    else:
+        check_memory(entry, obs_shape)
+
+    study_name = args.study_name or default_study_name(args.env, args.profile)
+    if not study_name.strip():
+        raise cfg.ConfigError("--study-name must not be empty")
+    folder = re.sub(r"[^A-Za-z0-9._-]+", "_", study_name).strip(".") or "study"
+    max_frames = args.eval_max_frames or entry.get("env_kwargs", {}).get("max_episode_steps")
+    eval_env_kwargs = {**entry.get("env_kwargs", {}), **({"max_episode_steps": max_frames} if max_frames else {})}
+    heartbeat = args.heartbeat_interval if storage.heartbeat_supported else 0
+    settings = {
+        "env": args.env, "profile": args.profile or cfg.DEFAULT_PROFILE, "n_timesteps": args.n_timesteps,
+        "n_evaluations": args.n_evaluations, "eval_episodes": args.eval_episodes, "eval_eps": args.eval_eps,
+        "eval_max_frames": max_frames, "heartbeat_interval": heartbeat,
+        "grace_period": (args.grace_period or 2 * heartbeat) if heartbeat else 0,
+        "entry": json.loads(json.dumps(entry)),
+    }
+    return Plan(entry=entry, space=space, storage=storage, study_name=study_name,
+                out_dir=Path(args.log_folder) / folder, settings=settings, eval_env_kwargs=eval_env_kwargs)
+
+
+def check_study_settings(study: optuna.Study, plan: Plan) -> None:
+    """
+    Refuse to join a study made with another objective (budget, evaluation, entry, heartbeat);
+    warn when its search space differs. A new study gets this worker's settings.
+
+    :raises ConfigError: the first differing setting.
+    """
+    attrs = study.user_attrs
+    if SETTINGS_ATTR not in attrs:
+        study.set_user_attr(SETTINGS_ATTR, plan.settings)
+        study.set_user_attr(SPACE_ATTR, space_spec(plan.space))
+        study.set_user_attr("command", " ".join(getattr(sys, "orig_argv", sys.argv)))
+        return
+    stored = attrs[SETTINGS_ATTR]
+    for key, mine in plan.settings.items():
+        theirs = stored.get(key)
+        if key == "entry" and theirs != mine:
+            diff = sorted(k for k in set(theirs or {}) | set(mine) if (theirs or {}).get(k) != mine.get(k))
+            raise cfg.ConfigError(
+                f"study {plan.study_name!r} trains another entry (hyperparameter {diff[0]!r}: "
+                f"{(theirs or {}).get(diff[0])!r} there, {mine.get(diff[0])!r} here): use the same -conf/--profile/"
+                "-params, or another --study-name")
+        if key != "entry" and theirs != mine:
+            raise cfg.ConfigError(f"study {plan.study_name!r} was made with {key}={theirs!r}, this worker has {mine!r}: "
+                                  "use the study's settings, or another --study-name")
+    if attrs.get(SPACE_ATTR) != json.loads(json.dumps(space_spec(plan.space))):
+        print(f"warning: the search space differs from the one study {plan.study_name!r} was made with; "
+              "this worker samples from its own", file=sys.stderr)
+
+
+def _trial_line(trial: FrozenTrial | None, counts: TrialCounts, n_trials: int, study: optuna.Study) -> str:
+    head = ""
+    if trial is not None:
+        seconds = (trial.duration.total_seconds() if trial.duration else 0.0)
+        result = f"score {trial.value:.2f}" if trial.value is not None else trial.state.name.lower()
+        head = f"trial {trial.number} {trial.state.name}: {result} in {seconds:.0f} s | "
+    try:
+        best = study.best_trial
+        tail = f" | best {best.value:.2f} (trial {best.number})"
+    except ValueError:
+        tail = ""
+    return f"{head}study: {counts.finished}/{n_trials} trials finished {counts.summary()}{tail}"
+
+
+def run_worker(study: optuna.Study, objective: Objective, lock: ClaimLock, n_trials: int, heartbeat: bool,
+               wait: bool, poll_s: float) -> None:
+    """
+    Run trials until the study holds ``n_trials`` finished ones: claim a trial under ``lock`` (fail
+    stale trials, count, let Optuna create or dequeue the trial), run it with ``study.optimize``
+    (``catch``: a raising trial is recorded as failed and the study goes on), repeat. With nothing
+    left to claim but trials running elsewhere, wait for them if ``wait`` and ``heartbeat``.
+    """
+    waiting_for = -1
+    while True:
+        lock.acquire()
+        try:
+            if heartbeat:
+                fail_stale_trials(study)
+            counts = count_trials(study.get_trials(deepcopy=False))
+            claim = counts.waiting > 0 or counts.claimed < n_trials
+            if claim:
+                objective.last_number = None
+                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        finally:
+            lock.release()
+        if claim:
+            trials = study.get_trials(deepcopy=False)
+            done = next((t for t in trials if t.number == objective.last_number), None)
+            print(_trial_line(done, count_trials(trials), n_trials, study), flush=True)
+            continue
+        if counts.running and heartbeat and wait:
+            if counts.running != waiting_for:
+                waiting_for = counts.running
+                print(f"waiting for {counts.running} trial(s) running in other workers (a dead worker's trial is "
+                      "failed and retried once its heartbeat is stale)", flush=True)
+            time.sleep(poll_s)
+            continue
+        if counts.running:
+            print(f"{counts.running} trial(s) still running in other workers", flush=True)
+        return
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", category=ExperimentalWarning)
+    args = build_parser().parse_args(argv)
+    try:
+        plan = prepare(args)
+    except cfg.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    if args.num_threads > 0:
+        import torch as th
+
+        th.set_num_threads(args.num_threads)
+    heartbeat = plan.settings["heartbeat_interval"]
+    if not plan.storage.heartbeat_supported:
+        print(f"warning: journal storage {plan.storage.url!r} has no heartbeat: a worker killed mid-trial leaves its "
+              "trial RUNNING (not retried); use an RDB storage (sqlite:///..., postgresql://...) for that",
+              file=sys.stderr)
+    if args.storage is None:  # the default SQLite file lives in the log folder
+        Path(args.log_folder).mkdir(parents=True, exist_ok=True)
+    seed = args.seed if args.seed >= 0 else None
+    lock = make_claim_lock(plan.storage)
+    lock.acquire()
+    try:
+        storage = open_storage(plan.storage, heartbeat, plan.settings["grace_period"] or None, args.max_retry)
+        study = optuna.create_study(
+            storage=storage, study_name=plan.study_name, direction="maximize", load_if_exists=True,
+            sampler=make_sampler(args.sampler, seed, args.n_startup_trials),
+            pruner=make_pruner(args.pruner, args.n_startup_trials, args.n_evaluations),
+        )
+        check_study_settings(study, plan)
+    except cfg.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the server refused, the file is not a database, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: cannot open storage {plan.storage.display!r}: {first}", file=sys.stderr)
+        return 2
+    finally:
+        lock.release()
+
+    dashboard = f"optuna-dashboard {plan.storage.display}"
+    counts = count_trials(study.get_trials(deepcopy=False))
+    print(f"Study {plan.study_name!r} in {plan.storage.display}: {counts.finished}/{args.n_trials} trials finished; "
+          f"{args.n_timesteps:,} steps per trial, sampler {args.sampler}, pruner {args.pruner}. "
+          f"Watch it: {dashboard}", flush=True)
+    objective = Objective(args, plan, lock)
+    interrupted = False
+    try:
+        run_worker(study, objective, lock, args.n_trials, heartbeat > 0, args.wait, max(1.0, min(10.0, heartbeat)))
+    except KeyboardInterrupt:
+        interrupted = True
+        print("Interrupted: the running trial is recorded as failed", file=sys.stderr)
+    finally:
+        lock.release()
+
+    best = write_outputs(study, plan)
+    counts = count_trials(study.get_trials(deepcopy=False))
+    print(f"Study {plan.study_name!r}: {counts.finished}/{args.n_trials} trials finished {counts.summary()}")
+    print(f"Wrote {plan.out_dir}/trials.csv")
+    if best is None:
+        print("No completed trial yet: no best.yml")
+        return 130 if interrupted else 1
+    print(f"Best: trial {best.number}, mean score {best.value:.2f}, {best.params}")
+    print(f"Wrote {plan.out_dir / 'best.yml'}: python -m sb3_breakout.train --conf-file {plan.out_dir / 'best.yml'}")
+    print(f"Open the study: {dashboard}   (pip install optuna-dashboard)")
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
