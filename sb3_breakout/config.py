@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
+import rl_zoo3.exp_manager
 import yaml
+from rl_zoo3.utils import ALGOS, get_class_by_name
+
+from sb3_breakout.wrappers import PROFILES, breakout_preprocessing
 
 #: ``hyperparams/`` beside the package (an editable install or a clone).
 HYPERPARAMS_DIR = Path(__file__).resolve().parent.parent / "hyperparams"
@@ -96,14 +101,19 @@ INTEGER_KEYS = {"buffer_size", "batch_size", "learning_starts", "gradient_steps"
                 "frame_stack", "n_envs"}
 
 
+def _float_or_none(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def resolve(name: Any, what: str) -> Any:
     """Import ``package.module.Name``; a ConfigError names ``what`` and the path if it does not exist."""
-    from rl_zoo3.utils import get_class_by_name
-
     if not isinstance(name, str) or "." not in name:
         raise ConfigError(f"{what} {name!r} must be a dotted path such as package.module.Name")
     try:
@@ -128,8 +138,6 @@ def _named_entries(value: Any, what: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _check_call(obj: Any, kwargs: dict[str, Any], what: str, first: Any = ()) -> None:
-    import inspect
-
     try:
         inspect.signature(obj).bind(*first, **kwargs)
     except TypeError as exc:
@@ -147,11 +155,6 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
 
     :raises ConfigError: one line naming the key, the bad value and what is allowed.
     """
-    import inspect
-
-    import rl_zoo3.exp_manager
-    from rl_zoo3.utils import ALGOS
-
     if algo not in ALGOS:
         raise ConfigError(f"unknown algo {algo!r}: choose one of {', '.join(sorted(ALGOS))}")
     algo_keys = set(inspect.signature(ALGOS[algo].__init__).parameters) - {"self", "env", "policy"}
@@ -164,7 +167,7 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
             continue
         value = entry[key]
         if key == "learning_rate" and isinstance(value, str) and value.startswith("lin_"):
-            value = float(value[4:]) if value[4:].replace(".", "", 1).replace("e-", "", 1).isdigit() else -1
+            value = _float_or_none(value[4:])  # RL Zoo's linear schedule "lin_<initial value>"
         wrong_type = not _is_number(value) or (key in INTEGER_KEYS and float(value) != int(value))
         if wrong_type or not test(value):
             raise ConfigError(f"{key}={entry[key]!r} is not allowed: must be {allowed}")
@@ -187,17 +190,14 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
             except Exception as exc:
                 raise ConfigError(f"{key} {entry[key]!r} cannot be evaluated: {type(exc).__name__}: {exc}") from None
     for name, kwargs in _named_entries(entry.get("env_wrapper", []), "env_wrapper"):
-        _check_call(resolve(name, "env_wrapper"), kwargs, f"env_wrapper {name}", first=(None,))
+        wrapper = resolve(name, "env_wrapper")
+        _check_call(wrapper, kwargs, f"env_wrapper {name}", first=(None,))
+        if wrapper is breakout_preprocessing and kwargs.get("profile", "deepmind") not in PROFILES:
+            raise ConfigError(f"env_wrapper {name}: unknown profile {kwargs['profile']!r}; "
+                              f"choose one of {', '.join(PROFILES)}")
     for name, kwargs in _named_entries(entry.get("callback", []), "callback"):
         callback_class = resolve(name, "callback")
         try:
             callback_class(**kwargs)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"callback {name}: {exc}") from None
-    if "profile" in str(entry.get("env_wrapper")):
-        from sb3_breakout.wrappers import PROFILES
-
-        for name, kwargs in _named_entries(entry["env_wrapper"], "env_wrapper"):
-            if "profile" in kwargs and kwargs["profile"] not in PROFILES:
-                raise ConfigError(f"env_wrapper {name}: unknown profile {kwargs['profile']!r}; "
-                                  f"choose one of {', '.join(PROFILES)}")
