@@ -137,7 +137,8 @@ class Param:
         if self.kind == "choices":
             return trial.suggest_categorical(self.name, list(self.choices))
         if self.integer:
-            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1),
+                                     log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
     def bounds(self) -> tuple[float, float]:
@@ -218,7 +219,7 @@ def parse_param(name: str, raw: Any, where: str, domains: dict[str, Domain] | No
         test = domain.range_test or domain.test
         for end, v in (("low", low), ("high", high)):
             if not test(v):
-                allowed = "an integer >= 1 (use a list to include -1)" if domain.range_test else domain.allowed
+                allowed = domain.allowed if domain.range_test is None else "an integer >= 1 (or -1 in a list)"
                 raise cfg.ConfigError(f"{what} {end}={v!r} in {where} is not allowed: must be {allowed}")
         if low > high:
             raise cfg.ConfigError(f"{what} in {where}: low={low!r} is larger than high={high!r}")
@@ -234,7 +235,8 @@ def parse_param(name: str, raw: Any, where: str, domains: dict[str, Domain] | No
         if not domain.test(value):
             raise cfg.ConfigError(f"{what}={value!r} in {where} is not allowed: must be {domain.allowed}")
         return Param(name, "fixed", domain.integer, value=value)
-    raise cfg.ConfigError(f"{what}={raw!r} in {where} must be a value, a list of choices or {{low: A, high: B}}")
+    raise cfg.ConfigError(f"{what}={raw!r} in {where} must be a value, a list of choices or "
+                          "{low: A, high: B}")
 
 
 def _read_space_file(path: str | Path) -> dict[str, Any]:
@@ -319,8 +321,8 @@ def check_space(space: dict[str, Param], entry: dict[str, Any]) -> None:
     """
     eps_names = [name for name in space if name in EPSILON_KEYS]
     if eps_names and _epsilon_kwargs(entry) is None:
-        raise cfg.ConfigError(f"search space {eps_names[0]} needs sb3_breakout.callbacks.LinearEpsilonCallback in "
-                              "the entry's callback list")
+        raise cfg.ConfigError(f"search space {eps_names[0]} needs "
+                              "sb3_breakout.callbacks.LinearEpsilonCallback in the entry's callback list")
 
     def bounds(name: str, default: float) -> tuple[float, float]:
         if name in space:
@@ -330,14 +332,16 @@ def check_space(space: dict[str, Param], entry: dict[str, Any]) -> None:
 
     batch, buffer = bounds("batch_size", 32), bounds("buffer_size", 1_000_000)
     if batch[1] > buffer[0]:
-        raise cfg.ConfigError(f"search space: batch_size up to {batch[1]} is larger than buffer_size from {buffer[0]}")
+        raise cfg.ConfigError(f"search space: batch_size up to {batch[1]} is larger than buffer_size from "
+                              f"{buffer[0]}")
     final, initial = bounds("final_eps", 0.1), bounds("initial_eps", 1.0)
     if final[1] > initial[0]:
-        raise cfg.ConfigError(f"search space: final_eps up to {final[1]} is larger than initial_eps from {initial[0]}")
+        raise cfg.ConfigError(f"search space: final_eps up to {final[1]} is larger than initial_eps from "
+                              f"{initial[0]}")
 
 
 def apply_values(entry: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``entry`` with ``values`` merged in; epsilon arguments go into the epsilon callback's entry."""
+    """A copy of ``entry`` with ``values`` merged in; epsilon arguments go into the epsilon callback."""
     entry = copy.deepcopy(entry)
     eps = {k: v for k, v in values.items() if k in EPSILON_KEYS}
     entry.update({k: v for k, v in values.items() if k not in EPSILON_KEYS})
@@ -449,10 +453,12 @@ def parse_storage(value: str | None, log_folder: str | Path) -> StorageSpec:
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
         if database in ("", ":memory:") or url.host:
-            raise cfg.ConfigError(f"storage URL {value!r} names no SQLite file: use sqlite:///relative/path.db or "
-                                  "sqlite:////absolute/path.db (an in-memory study would be lost)")
+            raise cfg.ConfigError(f"storage URL {value!r} names no SQLite file: use "
+                                  "sqlite:///relative/path.db or sqlite:////absolute/path.db (an in-memory "
+                                  "study would be lost)")
         if not Path(database).parent.is_dir():
-            raise cfg.ConfigError(f"storage URL {shown!r}: folder {str(Path(database).parent)!r} does not exist")
+            folder = str(Path(database).parent)
+            raise cfg.ConfigError(f"storage URL {shown!r}: folder {folder!r} does not exist")
     return StorageSpec(value)
 
 
@@ -495,7 +501,7 @@ class ClaimLock:
 
 
 class FileClaimLock(ClaimLock):
-    """``flock`` on a file beside the SQLite database (workers of one machine); released if the process dies."""
+    """``flock`` on a file beside the SQLite database (one machine); released when the process dies."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -518,7 +524,7 @@ class FileClaimLock(ClaimLock):
 
 
 class JournalClaimLock(ClaimLock):
-    """Optuna's ``JournalFileOpenLock`` (NFS-safe) on ``<journal>.claim``; a dead holder's lock expires after 30 s."""
+    """Optuna's ``JournalFileOpenLock`` (NFS-safe) on ``<journal>.claim``; a dead holder's expires in 30 s."""
 
     def __init__(self, journal_path: str) -> None:
         from optuna.storages.journal import JournalFileOpenLock
@@ -539,7 +545,7 @@ class JournalClaimLock(ClaimLock):
 
 
 class ServerClaimLock(ClaimLock):
-    """A named lock of the database server on its own connection (PostgreSQL advisory lock, MySQL GET_LOCK)."""
+    """A named lock of the database server on its own connection (PostgreSQL advisory, MySQL GET_LOCK)."""
 
     NAME = "sb3_breakout.tune"
     KEY = int.from_bytes(hashlib.sha256(NAME.encode()).digest()[:8], "big", signed=True)
@@ -621,7 +627,9 @@ class TrialCounts:
 
 def count_trials(trials: list[FrozenTrial]) -> TrialCounts:
     """Count ``trials`` (``study.get_trials()``) as :class:`TrialCounts`."""
-    superseded = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        superseded = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
     counts = TrialCounts()
     for t in trials:
         if t.state == TrialState.COMPLETE:
@@ -727,6 +735,16 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         self.lock.release()
         self.last_number = trial.number
+        try:
+            return self.run(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:  # recorded as FAIL by study.optimize(catch=...); the reason goes in the CSV
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:1000])
+            raise
+
+    def run(self, trial: optuna.Trial) -> float:
+        """Train and evaluate ``trial``; its value is the mean score of the last evaluation."""
         values = self.values(trial)
         trial.set_user_attr(HYPERPARAMS_ATTR, values)
         entry = apply_values(self.plan.entry, values)
@@ -772,7 +790,8 @@ def make_sampler(name: str, seed: int | None, n_startup_trials: int) -> optuna.s
     """
     s = optuna.samplers
     if name == "tpe":
-        return s.TPESampler(n_startup_trials=n_startup_trials, seed=seed, multivariate=True, constant_liar=True)
+        return s.TPESampler(n_startup_trials=n_startup_trials, seed=seed, multivariate=True,
+                            constant_liar=True)
     if name == "random":
         return s.RandomSampler(seed=seed)
     if name == "cmaes":
@@ -787,7 +806,8 @@ def make_sampler(name: str, seed: int | None, n_startup_trials: int) -> optuna.s
 def make_pruner(name: str, n_startup_trials: int, n_evaluations: int) -> optuna.pruners.BasePruner:
     """
     Optuna's pruner ``name``, stepping over evaluations: ``median`` (after ``n_startup_trials`` trials
-    and the first third of the evaluations), ``halving`` (successive halving), ``hyperband``, ``nop``/``none``.
+    and the first third of the evaluations), ``halving`` (successive halving), ``hyperband``,
+    ``nop``/``none``.
     """
     p = optuna.pruners
     if name == "median":
@@ -818,9 +838,9 @@ def write_best_yaml(path: Path, plan: Plan, study: optuna.Study, trial: FrozenTr
     """``best.yml``: one RL Zoo entry named by the env id, that both training CLIs read unchanged."""
     s = plan.settings
     header = [
-        f"# Best trial of the Optuna study {plan.study_name!r} ({plan.storage.display}): trial {trial.number},",
-        f"# mean score {trial.value:.2f} over {s['eval_episodes']} full games (epsilon {s['eval_eps']}) after "
-        f"{s['n_timesteps']:,} agent steps, profile {s['profile']}.",
+        f"# Best trial of the Optuna study {plan.study_name!r} ({plan.storage.display}):",
+        f"# trial {trial.number}, mean score {trial.value:.2f} over {s['eval_episodes']} full games "
+        f"(epsilon {s['eval_eps']}) after {s['n_timesteps']:,} agent steps, profile {s['profile']}.",
         "# Tuned: " + ", ".join(f"{k}={v!r}" for k, v in trial.params.items()),
         f"#   python -m sb3_breakout.train --conf-file {path}",
         f"#   python -m rl_zoo3.train --algo dqn --env {s['env']} --conf-file {path}",
@@ -841,7 +861,8 @@ def write_plots(study: optuna.Study, out_dir: Path, n_complete: int) -> list[str
     for name, plot, needed in (("optimization_history.png", plot_optimization_history, 1),
                                ("param_importances.png", plot_param_importances, 2)):
         if n_complete < needed:
-            notes.append(f"{name} needs at least {needed} completed trials (the study has {n_complete}): skipped")
+            notes.append(f"{name} needs at least {needed} completed trials (the study has {n_complete}): "
+                         "skipped")
             continue
         try:
             ax = plot(study)
@@ -857,7 +878,7 @@ def write_plots(study: optuna.Study, out_dir: Path, n_complete: int) -> list[str
 
 
 def write_outputs(study: optuna.Study, plan: Plan) -> FrozenTrial | None:
-    """``trials.csv``, ``best.yml`` and the plots in the study folder; returns the best trial (None if none completed)."""
+    """``trials.csv``, ``best.yml`` and the plots in the study folder; returns the best trial or None."""
     out = plan.out_dir
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "trials.csv", study.trials_dataframe().to_csv(index=False))
@@ -875,15 +896,18 @@ def write_outputs(study: optuna.Study, plan: Plan) -> FrozenTrial | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sb3_breakout.tune",
-        description="Tune DQN's hyperparameters on Breakout with Optuna; write the best trial as RL Zoo YAML. "
-        "Run the same command on several machines (same --storage and --study-name) to share one study.",
+        description="Tune DQN's hyperparameters on Breakout with Optuna; write the best trial as RL Zoo "
+        "YAML. Run the same command on several machines (same --storage and --study-name) to share one "
+        "study.",
     )
     parser.add_argument("--env", default=ENV_ID, help=f"environment id (default: {ENV_ID})")
-    parser.add_argument("--profile", default=None, help="YAML entry: 'deepmind' (default), 'keras', or '<env>-NAME'")
-    parser.add_argument("-conf", "--conf-file", default=None, help="hyperparameter YAML (default: hyperparams/dqn.yml)")
+    parser.add_argument("--profile", default=None,
+                        help="YAML entry: 'deepmind' (default), 'keras', or NAME of an entry '<env>-NAME'")
+    parser.add_argument("-conf", "--conf-file", default=None,
+                        help="hyperparameter YAML (default: hyperparams/dqn.yml)")
     parser.add_argument("-params", "--hyperparams", type=str, nargs="+", action=StoreDict, default=None,
-                        help="override entry hyperparameters for every trial (and take them out of the search), "
-                        "e.g. -params learning_starts:1000")
+                        help="override entry hyperparameters for every trial (and take them out of the "
+                        "search), e.g. -params learning_starts:1000")
     parser.add_argument("--search-space", default=None, metavar="YAML",
                         help="change parameters of hyperparams/dqn_search_space.yml: fix (value), narrow "
                         "({low, high} or a list) or drop (null) them")
@@ -894,32 +918,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-evaluations", type=int, default=5,
                         help="evaluations per trial, reported to the pruner (default: 5)")
     parser.add_argument("--eval-episodes", type=int, default=5, help="full games per evaluation (default: 5)")
-    parser.add_argument("--eval-eps", type=float, default=0.05, help="epsilon while evaluating (default: 0.05)")
+    parser.add_argument("--eval-eps", type=float, default=0.05,
+                        help="epsilon while evaluating (default: 0.05)")
     parser.add_argument("--eval-max-frames", type=int, default=None,
                         help="emulator frames after which an evaluation game is cut (default: the entry's "
                         "env_kwargs max_episode_steps, 40000)")
     parser.add_argument("--sampler", default="tpe", help=f"{', '.join(SAMPLERS)} (default: tpe)")
     parser.add_argument("--pruner", default="median", help=f"{', '.join(PRUNERS)} (default: median)")
     parser.add_argument("--n-startup-trials", type=int, default=5,
-                        help="trials sampled at random and never pruned before the sampler and pruner act (default: 5)")
+                        help="trials sampled at random and never pruned before the sampler and pruner act "
+                        "(default: 5)")
     parser.add_argument("--storage", default=None,
-                        help="Optuna storage: a database URL (postgresql://user:password@host/db, sqlite:///file.db) "
-                        "or a journal file path ending in .log (default: sqlite:///<log folder>/optuna.db)")
+                        help="Optuna storage: a database URL (postgresql://user:password@host/db, "
+                        "sqlite:///file.db) or a journal file path ending in .log (default: "
+                        "sqlite:///<log folder>/optuna.db)")
     parser.add_argument("--study-name", default=None,
                         help="study to create or join (default: dqn_<env>[-<profile>])")
     parser.add_argument("-f", "--log-folder", default="logs/tune",
                         help="outputs go to <log folder>/<study name>/ (default: logs/tune)")
     parser.add_argument("--heartbeat-interval", type=int, default=60,
-                        help="seconds between a running trial's heartbeats; 0: none (default: 60; RDB storages only)")
+                        help="seconds between a running trial's heartbeats; 0: none (default: 60; RDB "
+                        "storages only)")
     parser.add_argument("--grace-period", type=int, default=None,
-                        help="seconds without heartbeat after which a trial is failed and retried (default: 2 x interval)")
+                        help="seconds without heartbeat after which a trial is failed and retried (default: "
+                        "2 x interval)")
     parser.add_argument("--max-retry", type=int, default=3,
                         help="retries of a trial whose worker died (default: 3)")
     parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
-                        help="with nothing left to start, wait for trials running in other workers (default: on, "
-                        "with a heartbeat)")
+                        help="with nothing left to start, wait for trials running in other workers "
+                        "(default: on, with a heartbeat)")
     parser.add_argument("--seed", type=int, default=-1,
-                        help="sampler seed; trial n trains with seed+n (default: -1, random; give workers different seeds)")
+                        help="sampler seed; trial n trains with seed+n (default: -1, random; give workers "
+                        "different seeds)")
     parser.add_argument("--device", default="auto", help="PyTorch device: auto, cpu, cuda")
     parser.add_argument("--num-threads", type=int, default=-1, help="torch CPU threads (default: torch's)")
     parser.add_argument("-P", "--progress", action=argparse.BooleanOptionalAction, default=False,
@@ -934,13 +964,15 @@ def check_args(args: argparse.Namespace) -> None:
         raise cfg.ConfigError(f"unknown sampler {args.sampler!r}: choose one of {', '.join(SAMPLERS)}")
     for package in SAMPLER_PACKAGES.get(args.sampler, ()):
         if importlib.util.find_spec(package) is None:
-            raise cfg.ConfigError(f"sampler {args.sampler!r} needs the Python package {package}: pip install {package}")
+            raise cfg.ConfigError(f"sampler {args.sampler!r} needs the Python package {package}: "
+                                  f"pip install {package}")
     if args.pruner not in PRUNERS:
         raise cfg.ConfigError(f"unknown pruner {args.pruner!r}: choose one of {', '.join(PRUNERS)}")
     checks = [
         ("n_trials", args.n_trials >= 1, "must be >= 1"),
         ("n_evaluations", args.n_evaluations >= 1, "must be >= 1"),
-        ("n_timesteps", args.n_timesteps >= args.n_evaluations, f"must be >= --n-evaluations ({args.n_evaluations})"),
+        ("n_timesteps", args.n_timesteps >= args.n_evaluations,
+         f"must be >= --n-evaluations ({args.n_evaluations})"),
         ("eval_episodes", args.eval_episodes >= 1, "must be >= 1"),
         ("eval_eps", 0.0 <= args.eval_eps <= 1.0, "must be in [0, 1]"),
         ("eval_max_frames", args.eval_max_frames is None or args.eval_max_frames >= 1, "must be >= 1"),
@@ -991,7 +1023,9 @@ def prepare(args: argparse.Namespace) -> Plan:
         raise cfg.ConfigError("--study-name must not be empty")
     folder = re.sub(r"[^A-Za-z0-9._-]+", "_", study_name).strip(".") or "study"
     max_frames = args.eval_max_frames or entry.get("env_kwargs", {}).get("max_episode_steps")
-    eval_env_kwargs = {**entry.get("env_kwargs", {}), **({"max_episode_steps": max_frames} if max_frames else {})}
+    eval_env_kwargs = dict(entry.get("env_kwargs", {}))
+    if max_frames:
+        eval_env_kwargs["max_episode_steps"] = max_frames
     heartbeat = args.heartbeat_interval if storage.heartbeat_supported else 0
     settings = {
         "env": args.env, "profile": args.profile or cfg.DEFAULT_PROFILE, "n_timesteps": args.n_timesteps,
@@ -1024,11 +1058,11 @@ def check_study_settings(study: optuna.Study, plan: Plan) -> None:
             diff = sorted(k for k in set(theirs or {}) | set(mine) if (theirs or {}).get(k) != mine.get(k))
             raise cfg.ConfigError(
                 f"study {plan.study_name!r} trains another entry (hyperparameter {diff[0]!r}: "
-                f"{(theirs or {}).get(diff[0])!r} there, {mine.get(diff[0])!r} here): use the same -conf/--profile/"
-                "-params, or another --study-name")
+                f"{(theirs or {}).get(diff[0])!r} there, {mine.get(diff[0])!r} here): use the same "
+                "-conf/--profile/-params, or another --study-name")
         if key != "entry" and theirs != mine:
-            raise cfg.ConfigError(f"study {plan.study_name!r} was made with {key}={theirs!r}, this worker has {mine!r}: "
-                                  "use the study's settings, or another --study-name")
+            raise cfg.ConfigError(f"study {plan.study_name!r} was made with {key}={theirs!r}, this worker "
+                                  f"has {mine!r}: use the study's settings, or another --study-name")
     if attrs.get(SPACE_ATTR) != json.loads(json.dumps(space_spec(plan.space))):
         print(f"warning: the search space differs from the one study {plan.study_name!r} was made with; "
               "this worker samples from its own", file=sys.stderr)
@@ -1066,7 +1100,16 @@ def run_worker(study: optuna.Study, objective: Objective, lock: ClaimLock, n_tri
             claim = counts.waiting > 0 or counts.claimed < n_trials
             if claim:
                 objective.last_number = None
-                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+                try:
+                    study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+                except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                    # Optuna cannot tell a trial that another worker failed meanwhile: its heartbeat
+                    # was older than --grace-period (a stalled machine); the retry runs it again.
+                    mine = [t for t in study.get_trials(deepcopy=False) if t.number == objective.last_number]
+                    if not mine or mine[0].state != TrialState.FAIL:
+                        raise
+                    print(f"warning: trial {objective.last_number} was failed by another worker (no "
+                          "heartbeat for --grace-period seconds); its retry runs it again", file=sys.stderr)
         finally:
             lock.release()
         if claim:
@@ -1077,8 +1120,8 @@ def run_worker(study: optuna.Study, objective: Objective, lock: ClaimLock, n_tri
         if counts.running and heartbeat and wait:
             if counts.running != waiting_for:
                 waiting_for = counts.running
-                print(f"waiting for {counts.running} trial(s) running in other workers (a dead worker's trial is "
-                      "failed and retried once its heartbeat is stale)", flush=True)
+                print(f"waiting for {counts.running} trial(s) running in other workers (a dead worker's "
+                      "trial is failed and retried once its heartbeat is stale)", flush=True)
             time.sleep(poll_s)
             continue
         if counts.running:
@@ -1101,8 +1144,9 @@ def main(argv: list[str] | None = None) -> int:
         th.set_num_threads(args.num_threads)
     heartbeat = plan.settings["heartbeat_interval"]
     if not plan.storage.heartbeat_supported:
-        print(f"warning: journal storage {plan.storage.url!r} has no heartbeat: a worker killed mid-trial leaves its "
-              "trial RUNNING (not retried); use an RDB storage (sqlite:///..., postgresql://...) for that",
+        print(f"warning: journal storage {plan.storage.url!r} has no heartbeat: a worker killed mid-trial "
+              "leaves its trial RUNNING (not retried); use an RDB storage (sqlite:///..., postgresql://...) "
+              "for that",
               file=sys.stderr)
     if args.storage is None:  # the default SQLite file lives in the log folder
         Path(args.log_folder).mkdir(parents=True, exist_ok=True)
@@ -1128,14 +1172,17 @@ def main(argv: list[str] | None = None) -> int:
         lock.release()
 
     dashboard = f"optuna-dashboard {plan.storage.display}"
+    if not plan.storage.journal and ":***@" in plan.storage.display:
+        dashboard += " (password hidden)"
     counts = count_trials(study.get_trials(deepcopy=False))
-    print(f"Study {plan.study_name!r} in {plan.storage.display}: {counts.finished}/{args.n_trials} trials finished; "
-          f"{args.n_timesteps:,} steps per trial, sampler {args.sampler}, pruner {args.pruner}. "
+    print(f"Study {plan.study_name!r} in {plan.storage.display}: {counts.finished}/{args.n_trials} trials "
+          f"finished; {args.n_timesteps:,} steps per trial, sampler {args.sampler}, pruner {args.pruner}. "
           f"Watch it: {dashboard}", flush=True)
     objective = Objective(args, plan, lock)
     interrupted = False
     try:
-        run_worker(study, objective, lock, args.n_trials, heartbeat > 0, args.wait, max(1.0, min(10.0, heartbeat)))
+        poll_s = max(1.0, min(5.0, heartbeat))
+        run_worker(study, objective, lock, args.n_trials, heartbeat > 0, args.wait, poll_s)
     except KeyboardInterrupt:
         interrupted = True
         print("Interrupted: the running trial is recorded as failed", file=sys.stderr)
@@ -1150,7 +1197,8 @@ def main(argv: list[str] | None = None) -> int:
         print("No completed trial yet: no best.yml")
         return 130 if interrupted else 1
     print(f"Best: trial {best.number}, mean score {best.value:.2f}, {best.params}")
-    print(f"Wrote {plan.out_dir / 'best.yml'}: python -m sb3_breakout.train --conf-file {plan.out_dir / 'best.yml'}")
+    best_yml = plan.out_dir / "best.yml"
+    print(f"Wrote {best_yml}: python -m sb3_breakout.train --conf-file {best_yml}")
     print(f"Open the study: {dashboard}   (pip install optuna-dashboard)")
     return 130 if interrupted else 0
 
