@@ -61,6 +61,8 @@ class BreakoutExperimentManager(ExperimentManager):
             hyperparams.update(self.custom_hyperparams or {})
         if self.env_kwargs:  # --env-kwargs overrides the YAML
             hyperparams["env_kwargs"] = {**hyperparams.get("env_kwargs", {}), **self.env_kwargs}
+        if self._eval_env_kwargs_args is None:  # the eval env (--eval-freq) plays the same games
+            self.eval_env_kwargs = dict(hyperparams.get("env_kwargs", {}))
         return hyperparams, dict(sorted(hyperparams.items()))
 
     def create_envs(self, n_envs: int, eval_env: bool = False, no_log: bool = False):
