@@ -46,10 +46,11 @@ import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import gymnasium as gym
 import numpy as np
+import torch as th
 import yaml
 from gymnasium.wrappers import AtariPreprocessing
 from stable_baselines3.common.atari_wrappers import NoopResetEnv
@@ -161,8 +162,9 @@ def resolve_target(
     given = Path(path)
     if not given.exists():
         raise cfg.ConfigError(f"{path!r} does not exist: give a run folder, a log folder or a model .zip")
-    picks = [name for name, on in (("--load-best", load_best), ("--load-checkpoint", load_checkpoint is not None),
-                                   ("--load-last-checkpoint", load_last_checkpoint)) if on]
+    flags = (("--load-best", load_best), ("--load-checkpoint", load_checkpoint is not None),
+             ("--load-last-checkpoint", load_last_checkpoint))
+    picks = [name for name, on in flags if on]
     if len(picks) > 1:
         raise cfg.ConfigError(f"{' and '.join(picks)} exclude each other: choose one")
     if given.is_file():
@@ -193,7 +195,8 @@ def resolve_target(
             steps = [int(p.name[5:]) for p in ckpt.list_checkpoints(run_dir) if (p / "model.zip").is_file()]
             if load_last_checkpoint:
                 if not steps:
-                    raise cfg.ConfigError(f"--load-last-checkpoint: no checkpoint in {ckpt.checkpoint_root(run_dir)}")
+                    raise cfg.ConfigError(
+                        f"--load-last-checkpoint: no checkpoint in {ckpt.checkpoint_root(run_dir)}")
                 load_checkpoint = steps[-1]
             model_path = ckpt.checkpoint_root(run_dir) / f"step_{load_checkpoint}" / "model.zip"
             zoo_path = run_dir / f"rl_model_{load_checkpoint}_steps.zip"
@@ -201,19 +204,21 @@ def resolve_target(
                 model_path = zoo_path
             if not model_path.is_file():
                 available = ", ".join(map(str, steps)) or "none"
-                raise cfg.ConfigError(f"--load-checkpoint {load_checkpoint}: no checkpoint step_{load_checkpoint} in "
-                                      f"{ckpt.checkpoint_root(run_dir)}; available steps: {available}")
+                raise cfg.ConfigError(f"--load-checkpoint {load_checkpoint}: no checkpoint "
+                                      f"step_{load_checkpoint} in {ckpt.checkpoint_root(run_dir)}; "
+                                      f"available steps: {available}")
             label = f"step_{load_checkpoint}"
         else:
             model_path, label = run_dir / f"{env_id}.zip", "final"
             if not model_path.is_file():
-                raise cfg.ConfigError(f"no model zip {model_path} in run folder {str(run_dir)!r} (training not "
-                                      "finished? use --load-checkpoint N or --load-last-checkpoint)")
+                raise cfg.ConfigError(f"no model zip {model_path} in run folder {str(run_dir)!r} (training "
+                                      "not finished? use --load-checkpoint N or --load-last-checkpoint)")
     if run_dir is not None and _config_dirs(run_dir):
         config_dir = _config_dirs(run_dir)[0]
         env_id = config_dir.name
         hyperparams = dict(_read_yaml(config_dir / "config.yml") or {})
-        saved_args = dict(_read_yaml(config_dir / "args.yml") or {}) if (config_dir / "args.yml").is_file() else {}
+        args_file = config_dir / "args.yml"
+        saved_args = dict(_read_yaml(args_file) or {}) if args_file.is_file() else {}
         algo = str(saved_args.get("algo") or algo)
         env_kwargs = {**(hyperparams.get("env_kwargs") or {}), **(saved_args.get("env_kwargs") or {})}
     else:
@@ -236,14 +241,16 @@ def load_model(target: Target, device: str = "auto") -> BaseAlgorithm:
 
     if target.algo not in ALGOS:
         raise cfg.ConfigError(f"unknown algo {target.algo!r}: choose one of {', '.join(sorted(ALGOS))}")
-    custom_objects = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "exploration_schedule": lambda _: 0.0}
+    custom_objects = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0,
+                      "exploration_schedule": lambda _: 0.0}
     try:
         return ALGOS[target.algo].load(
             target.model_path, device=device, custom_objects=custom_objects,
             buffer_size=1, replay_buffer_class=None, replay_buffer_kwargs={}, optimize_memory_usage=False,
         )
     except Exception as exc:  # a damaged or foreign zip: say which file
-        raise cfg.ConfigError(f"cannot load {target.algo} model {target.model_path}: {type(exc).__name__}: {exc}") from None
+        raise cfg.ConfigError(
+            f"cannot load {target.algo} model {target.model_path}: {type(exc).__name__}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------- the env
@@ -268,7 +275,41 @@ def set_noop_max(env: gym.Env, noop_max: int) -> gym.Env:
     return env
 
 
+class GameSeeder(gym.Wrapper):
+    """
+    Start the next game from the seed queued with :meth:`queue_seed`.
+
+    Placed between the Monitor and the profile's wrappers, it sees exactly the resets that restart
+    the game (a life loss of the ``deepmind`` profile does not reset the game). Written here because
+    an explicit ``env.reset(seed=...)`` after a game does not start the next one from that seed:
+    the VecEnv has already restarted the finished game with an unseeded reset, and SB3's
+    ``EpisodicLifeEnv`` answers the next reset with a no-op step (``FireResetEnv``'s FIRE steps
+    after the restart cleared its ``was_real_done``), so the seed never reaches the game. Queuing
+    the seed before the game ends makes that automatic restart the seeded one. A queued seed also
+    wins over a seed passed to ``reset``: SB3's ``make_vec_env`` passes a random one to the first
+    reset when it is given no seed.
+
+    :param env: the Monitor-wrapped raw game.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.next_seed: int | None = None
+
+    def queue_seed(self, seed: int | None) -> None:
+        """Seed of the next game restart (None: an unseeded restart)."""
+        self.next_seed = None if seed is None else int(seed)
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        if self.next_seed is not None:  # wins over make_vec_env's random seed for the first reset
+            seed = self.next_seed
+        self.next_seed = None
+        return self.env.reset(seed=seed, options=options)
+
+
 def _wrap(env: gym.Env, wrapper: Callable[[gym.Env], gym.Env] | None, noop_max: int) -> gym.Env:
+    env = GameSeeder(env)
     return set_noop_max(wrapper(env) if wrapper is not None else env, noop_max)
 
 
@@ -282,8 +323,8 @@ def make_game_env(
 ) -> VecEnv:
     """
     One env, built as the run was trained: ``gym.make`` (with the frame cap) -> SB3 ``Monitor``
-    (raw score of whole games) -> the run's ``env_wrapper`` -> ``VecFrameStack(frame_stack)`` ->
-    ``VecTransposeImage`` where SB3's ``_wrap_env`` adds it.
+    (raw score of whole games) -> :class:`GameSeeder` -> the run's ``env_wrapper`` ->
+    ``VecFrameStack(frame_stack)`` -> ``VecTransposeImage`` where SB3's ``_wrap_env`` adds it.
 
     :param max_frames: emulator frames per game (``max_episode_steps`` of ``gym.make``), default 108,000.
     :param noop_max: the no-op reset draws 1 to ``noop_max`` no-ops (default 30).
@@ -415,11 +456,24 @@ class _Game:
                           self.lives_lost, bool(info.get("TimeLimit.truncated", False)))
 
 
-def start_game(env: VecEnv, protocol: Protocol, game: int) -> _Game:
-    """Reset ``env`` with game ``game``'s seed (the reset no-ops are drawn from it)."""
-    env.seed(protocol.game_seed(game))
-    obs = env.reset()
-    return _Game(game, protocol.game_seed(game), protocol.game_rng(game), obs)  # type: ignore[arg-type]
+def queue_game(env: VecEnv, protocol: Protocol, game: int | None) -> None:
+    """
+    Make ``env``'s next game restart (its ``reset()``, or the VecEnv's own restart when the current
+    game ends) start game ``game``: its seed, from which the reset no-ops are drawn too. None: the
+    env plays no further game (an unseeded restart).
+    """
+    env.env_method("queue_seed", None if game is None else protocol.game_seed(game))
+
+
+def new_game(protocol: Protocol, game: int, obs: np.ndarray) -> _Game:
+    """Book-keeping of game ``game`` from its first observation."""
+    return _Game(game, protocol.game_seed(game), protocol.game_rng(game), obs)
+
+
+def first_game(env: VecEnv, protocol: Protocol, game: int) -> _Game:
+    """Reset a fresh ``env`` into game ``game``."""
+    queue_game(env, protocol, game)
+    return new_game(protocol, game, env.reset())  # type: ignore[arg-type]
 
 
 def play_games(
@@ -431,23 +485,34 @@ def play_games(
 ) -> list[GameResult]:
     """
     Play ``protocol.games`` games on ``n_envs`` envs in parallel (each a 1-env ``VecEnv`` from
-    ``make_env``); a free env takes the next game. All envs step together (``step_async`` on all,
-    then ``step_wait``), so ``SubprocVecEnv`` envs emulate in parallel.
+    ``make_env``, built with :class:`GameSeeder`); when an env starts a game it is given the next
+    unplayed one to play after it. All envs step together (``step_async`` on all, then
+    ``step_wait``), so ``SubprocVecEnv`` envs emulate in parallel.
 
-    We step 1-env VecEnvs ourselves rather than one n-env VecEnv because a VecEnv resets a finished
-    env on its own, without a seed, and cannot reset one env of several: each game must start
-    from its own seed, whichever env plays it.
+    Written here rather than with one n-env VecEnv because a VecEnv restarts a finished env on its
+    own and cannot reset one env of several; 1-env VecEnvs keep SB3's own frame stacking and
+    restarts, and each game starts from its own seed, whichever env plays it.
 
     :return: the games in index order.
     """
     envs = [make_env() for _ in range(max(1, min(n_envs, protocol.games)))]
     results: list[GameResult] = []
     playing: dict[int, _Game] = {}
+    queued: dict[int, int | None] = {}
     next_game = 0
+
+    def queue_next(slot: int) -> None:  # the game this env plays after its current one
+        nonlocal next_game
+        queued[slot] = next_game if next_game < protocol.games else None
+        queue_game(envs[slot], protocol, queued[slot])
+        next_game += 1
+
     try:
         for slot, env in enumerate(envs):
-            playing[slot] = start_game(env, protocol, next_game)
+            playing[slot] = first_game(env, protocol, next_game)
             next_game += 1
+        for slot in range(len(envs)):
+            queue_next(slot)
         while playing:
             for slot, game in playing.items():
                 envs[slot].step_async(np.array([epsilon_greedy(model, game.obs, game.rng, protocol.epsilon)]))
@@ -460,11 +525,12 @@ def play_games(
                 results.append(result)
                 if on_game is not None:
                     on_game(result)
-                if next_game < protocol.games:
-                    playing[slot] = start_game(envs[slot], protocol, next_game)
-                    next_game += 1
-                else:
+                following = queued[slot]
+                if following is None:
                     del playing[slot]
+                else:  # the env has restarted into it: game.obs is its first observation
+                    playing[slot] = new_game(protocol, following, game.obs)
+                    queue_next(slot)
     finally:
         for env in envs:
             env.close()
@@ -478,7 +544,8 @@ def human_normalized(score: float, random: float = RANDOM_SCORE, human: float = 
 
 
 def summarize(scores: list[float]) -> dict[str, float]:
-    """Mean, population std (ddof=0, as SB3's ``evaluate_policy``), median, min, max, human-normalised mean."""
+    """Mean, population std (ddof=0, as SB3's ``evaluate_policy``), median, min, max, and the
+    human-normalised mean."""
     arr = np.asarray(scores, dtype=float)
     mean = float(arr.mean())
     return {
@@ -499,8 +566,8 @@ def format_table(results: list[GameResult], summary: dict[str, float]) -> str:
     lines.append(
         f"{len(results)} games: score {summary['mean']:.2f} ± {summary['std']:.2f} (mean ± std), median "
         f"{summary['median']:.1f}, min {summary['min']:.1f}, max {summary['max']:.1f}; human-normalised "
-        f"{summary['human_normalized']:.3f} ({100 * summary['human_normalized']:.1f}%, random {RANDOM_SCORE}, "
-        f"human {HUMAN_SCORE})"
+        f"{summary['human_normalized']:.3f} ({100 * summary['human_normalized']:.1f}%, "
+        f"random {RANDOM_SCORE}, human {HUMAN_SCORE})"
     )
     return "\n".join(lines)
 
@@ -514,37 +581,55 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------------------- CLI
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """
+    argparse, but a bad flag (``--epsilon abc``, an unknown choice) is one line on stderr and exit
+    status 2, like the other bad input, instead of the usage block and the message.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that pick a model, shared with :mod:`sb3_breakout.record`."""
-    parser.add_argument("path", help="run folder (logs/dqn/BreakoutNoFrameskip-v4_1), log folder (its latest run) "
-                        "or model .zip")
+    parser.add_argument("path", help="run folder (logs/dqn/BreakoutNoFrameskip-v4_1), log folder (its latest "
+                        "run) or model .zip")
     parser.add_argument("--load-best", action="store_true",
                         help="the run's best_model.zip (RL Zoo's EvalCallback) instead of the final model")
     parser.add_argument("--load-checkpoint", type=int, metavar="N", default=None,
                         help="the checkpoint <run>/checkpoints/step_N/model.zip instead of the final model")
     parser.add_argument("--load-last-checkpoint", action="store_true", help="the newest checkpoint")
-    parser.add_argument("--env", default=ENV_ID, help=f"env id when the run folder does not say (default: {ENV_ID})")
-    parser.add_argument("--algo", default="dqn", help="algorithm when the run folder does not say (default: dqn)")
+    parser.add_argument("--env", default=ENV_ID,
+                        help=f"env id when the run folder does not say (default: {ENV_ID})")
+    parser.add_argument("--algo", default="dqn",
+                        help="algorithm when the run folder does not say (default: dqn)")
     parser.add_argument("--profile", default=None,
                         help="YAML profile for a model zip outside any run folder (default: deepmind)")
     parser.add_argument("--device", default="auto", help="PyTorch device (default: auto)")
+    parser.add_argument("--num-threads", type=int, default=1,
+                        help="torch CPU threads (default: 1: a forward pass on one observation gains nothing "
+                        "from more, and extra threads slow it down many times on a busy CPU; <= 0: torch's)")
 
 
 def add_protocol_arguments(parser: argparse.ArgumentParser, games: int = 30) -> None:
     defaults = Protocol(games=games)
-    parser.add_argument("--games", type=int, default=defaults.games, help=f"full games (default: {defaults.games})")
+    parser.add_argument("--games", type=int, default=defaults.games,
+                        help=f"full games (default: {defaults.games})")
     parser.add_argument("--epsilon", type=float, default=defaults.epsilon,
                         help=f"probability of a random action (default: {defaults.epsilon})")
     parser.add_argument("--noop-max", type=int, default=defaults.noop_max,
                         help=f"each game starts with 1 to N no-ops (default: {defaults.noop_max})")
     parser.add_argument("--max-frames", type=int, default=defaults.max_frames,
-                        help=f"emulator frames per game before it is cut (default: {defaults.max_frames:,} = 30 min)")
+                        help="emulator frames per game before it is cut "
+                        f"(default: {defaults.max_frames:,} = 30 min)")
     parser.add_argument("--seed", type=int, default=defaults.seed,
-                        help=f"game i plays with env seed SEED+i and its own epsilon RNG (default: {defaults.seed})")
+                        help="game i plays with env seed SEED+i and its own epsilon RNG "
+                        f"(default: {defaults.seed})")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m sb3_breakout.evaluate",
         description="Evaluate a trained agent with the DQN papers' protocol: full games, epsilon 0.05, "
         "up to 30 no-ops, 108,000 frames, 30 games.",
@@ -556,7 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dummy: all envs in this process; subproc: one process each "
                         "(default: subproc when --n-envs > 1)")
     parser.add_argument("-o", "--output", default=None,
-                        help="JSON file (default: <run>/evaluation/<model>.json, or <zip stem>.evaluation.json beside a zip)")
+                        help="JSON file (default: <run>/evaluation/<model>.json, or "
+                        "<zip stem>.evaluation.json beside a zip outside any run)")
     return parser
 
 
@@ -567,8 +653,12 @@ def protocol_from(args: argparse.Namespace) -> Protocol:
 
 
 def target_from(args: argparse.Namespace) -> Target:
+    """The model the flags name (after ``--num-threads`` is applied to torch)."""
+    if args.num_threads > 0:
+        th.set_num_threads(args.num_threads)
     if args.load_checkpoint is not None and args.load_checkpoint < 0:
-        raise cfg.ConfigError(f"--load-checkpoint={args.load_checkpoint} is not allowed: must be a step count >= 0")
+        raise cfg.ConfigError(
+            f"--load-checkpoint={args.load_checkpoint} is not allowed: must be a step count >= 0")
     return resolve_target(args.path, load_best=args.load_best, load_checkpoint=args.load_checkpoint,
                           load_last_checkpoint=args.load_last_checkpoint, env_id=args.env, algo=args.algo,
                           profile=args.profile)
@@ -592,23 +682,26 @@ def main(argv: list[str] | None = None) -> int:
     except cfg.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    vec_env_cls = SubprocVecEnv if (args.vec_env or ("subproc" if args.n_envs > 1 else "dummy")) == "subproc" else DummyVecEnv
+    vec_env = args.vec_env or ("subproc" if args.n_envs > 1 else "dummy")
+    vec_env_cls = SubprocVecEnv if vec_env == "subproc" else DummyVecEnv
     make_env = partial(make_game_env, target, protocol.max_frames, protocol.noop_max, vec_env_cls=vec_env_cls)
     probe = make_game_env(target, protocol.max_frames, protocol.noop_max)
     obs_shape = probe.observation_space.shape
     probe.close()
     if obs_shape != model.observation_space.shape:
-        print(f"error: the model {target.model_path} expects observations {model.observation_space.shape} but the "
-              f"run's env gives {obs_shape}", file=sys.stderr)
+        print(f"error: the model {target.model_path} expects observations {model.observation_space.shape} "
+              f"but the run's env gives {obs_shape}", file=sys.stderr)
         return 2
     output = Path(args.output) if args.output else default_output(target, "evaluation", ".json")
 
-    print(f"Evaluating {target.model_path} on {target.env_id} (profile {target.profile or 'n/a'}): {protocol.games} "
-          f"games, epsilon {protocol.epsilon}, 1-{protocol.noop_max} no-ops, <= {protocol.max_frames:,} frames, "
-          f"seed {protocol.seed}, {args.n_envs} env(s)", flush=True)
+    print(f"Evaluating {target.model_path} on {target.env_id} (profile {target.profile or 'n/a'}): "
+          f"{protocol.games} games, epsilon {protocol.epsilon}, 1-{protocol.noop_max} no-ops, "
+          f"<= {protocol.max_frames:,} frames, seed {protocol.seed}, {args.n_envs} env(s)", flush=True)
     start = time.perf_counter()
-    results = play_games(model, make_env, protocol, args.n_envs,
-                         on_game=lambda r: print(f"game {r.game}: score {r.score:g}, {r.frames} frames", flush=True))
+    def report(r: GameResult) -> None:
+        print(f"game {r.game}: score {r.score:g}, {r.frames} frames", flush=True)
+
+    results = play_games(model, make_env, protocol, args.n_envs, on_game=report)
     wall = time.perf_counter() - start
     summary = summarize([r.score for r in results])
     print(format_table(results, summary))
@@ -622,8 +715,10 @@ def main(argv: list[str] | None = None) -> int:
         "num_timesteps": int(getattr(model, "num_timesteps", 0)),
         "protocol": asdict(protocol),
         "n_envs": args.n_envs,
-        "reference_scores": {"random": RANDOM_SCORE, "human": HUMAN_SCORE,
-                             "source": "van Hasselt et al. 2016 / Wang et al. 2016 (Nature 2015: human 31.8)"},
+        "reference_scores": {
+            "random": RANDOM_SCORE, "human": HUMAN_SCORE,
+            "source": "van Hasselt et al. 2016 / Wang et al. 2016 (Nature 2015: human 31.8)",
+        },
         "summary": summary,
         "games": [asdict(r) for r in results],
         "wall_time_s": round(wall, 3),

@@ -2,10 +2,13 @@
 ``python -m sb3_breakout.plot``: learning curves of one or more runs from their Monitor CSVs, as a PNG.
 
 Top panel: the score of every training game (faint dots) and its running mean over the last
-``--window`` (100) games (the notebooks' "running reward"), against **agent steps** (the
-cumulative Monitor length ``l`` divided by the frame skip of 4; the Monitor counts emulator
-frames). Bottom panel: training speed in agent steps per second, from the Monitor's wall-clock
-column ``t`` against the same agent steps.
+``--window`` (100) games (the notebooks' "running reward"), against **agent steps**: the
+cumulative Monitor length ``l`` divided by the frame skip of 4 (the Monitor counts emulator
+frames). That count includes frames that are not the agent's actions: the reset no-ops and, in
+the ``deepmind`` profile, the FIRE and no-op steps after each life loss, about 75 frames a game;
+so it runs ahead of the model's ``num_timesteps`` by ~15% while games last ~500 frames (an
+untrained agent) and by under 1% once they last 10,000. Bottom panel: training speed in agent
+steps per second, from the Monitor's wall-clock column ``t`` against the same agent steps.
 
 Runs are given as folders; ``NAME=folder1,folder2,...`` makes one line named NAME of several seeds:
 their mean, with a band of ± one standard deviation across the seeds, over the steps all of them
@@ -38,6 +41,7 @@ from stable_baselines3.common.monitor import Monitor, get_monitor_files  # noqa:
 
 from sb3_breakout import config as cfg  # noqa: E402
 from sb3_breakout.envs import FRAME_SKIP  # noqa: E402
+from sb3_breakout.evaluate import OneLineArgumentParser  # noqa: E402
 
 #: Points of the common step grid on which the seeds of a group are averaged.
 GRID_POINTS = 400
@@ -58,6 +62,11 @@ class RunCurve:
     steps: np.ndarray
     scores: np.ndarray
     seconds: np.ndarray
+
+    def until(self, max_steps: float) -> RunCurve:
+        """The games that ended by ``max_steps`` agent steps (running means are causal: unchanged)."""
+        keep = self.steps <= max_steps
+        return RunCurve(self.folder, self.steps[keep], self.scores[keep], self.seconds[keep])
 
     def running_mean(self, window: int) -> np.ndarray:
         """Mean score of the last ``window`` games (of fewer at the start, so the line starts at game 1)."""
@@ -158,7 +167,8 @@ def read_reference(path: str) -> pd.DataFrame:
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise cfg.ConfigError(f"cannot read reference CSV {path!r}: {exc}") from None
     if not {"steps", "score"} <= set(data.columns):
-        raise cfg.ConfigError(f"reference CSV {path!r} must have columns steps,score; it has {','.join(data.columns)}")
+        found = ",".join(map(str, data.columns))
+        raise cfg.ConfigError(f"reference CSV {path!r} must have columns steps,score; it has {found}")
     return data
 
 
@@ -197,7 +207,7 @@ def plot(
     for i, (name, runs) in enumerate(groups):
         color = colors[i % len(colors)]
         for run in runs:
-            top.scatter(run.steps, run.scores, s=4, color=color, alpha=0.15, linewidths=0)
+            top.scatter(run.steps, run.scores, s=5, color=color, alpha=0.25, linewidths=0)
         x, mean, std = group_band([(run.steps, run.running_mean(window)) for run in runs])
         seeds = f" ({len(runs)} seeds, mean ± std)" if len(runs) > 1 else ""
         top.plot(x, mean, color=color, lw=1.8, label=f"{name}{seeds}")
@@ -211,7 +221,8 @@ def plot(
         if len(speeds) > 1:
             bottom.fill_between(x, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
     if reference is not None:
-        top.plot(reference["steps"], reference["score"], color="black", ls="--", lw=1.3, label=reference_label)
+        top.plot(reference["steps"], reference["score"], color="black", ls="--", lw=1.3,
+                 label=reference_label)
     top.set_ylabel(f"game score (5 lives, raw)\nrunning mean of last {window} games")
     top.set_title(title or "Breakout: score of each training game (dots) and its running mean")
     top.legend(loc="upper left", fontsize="small")
@@ -234,22 +245,27 @@ def plot(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m sb3_breakout.plot",
         description="Plot training curves (score and speed against agent steps) from runs' Monitor CSVs.",
     )
     parser.add_argument("runs", nargs="+", metavar="RUN",
-                        help="a run folder, or NAME=FOLDER1,FOLDER2,... for one line of several seeds (mean ± std)")
-    parser.add_argument("-o", "--output", default="learning_curve.png", help="PNG file (default: learning_curve.png)")
+                        help="a run folder, or NAME=FOLDER1,FOLDER2,... for one line of several seeds "
+                        "(mean ± std)")
+    parser.add_argument("-o", "--output", default="learning_curve.png",
+                        help="PNG file (default: learning_curve.png)")
     parser.add_argument("--window", type=int, default=100, help="games in the running mean (default: 100)")
     parser.add_argument("--reference", default=None, metavar="CSV",
                         help="reference curve with columns steps,score, drawn dashed (default: none)")
     parser.add_argument("--reference-label", default=None, help="its legend (default: the CSV's file name)")
     parser.add_argument("--frame-skip", type=int, default=FRAME_SKIP,
-                        help=f"emulator frames per agent step, to turn Monitor lengths into steps (default: {FRAME_SKIP})")
-    parser.add_argument("--max-steps", type=float, default=None, help="x-axis limit in agent steps (default: all)")
+                        help="emulator frames per agent step, to turn Monitor lengths into steps "
+                        f"(default: {FRAME_SKIP})")
+    parser.add_argument("--max-steps", type=float, default=None,
+                        help="x-axis limit in agent steps (default: all)")
     parser.add_argument("--title", default=None, help="figure title (default: a description of the panels)")
-    parser.add_argument("--dpi", type=int, default=100, help="pixels per inch of the 10x8 inch figure (default: 100)")
+    parser.add_argument("--dpi", type=int, default=100,
+                        help="pixels per inch of the 10x8 inch figure (default: 100)")
     return parser
 
 
@@ -267,6 +283,13 @@ def main(argv: list[str] | None = None) -> int:
             name, folders = parse_spec(spec)
             groups.append((name, [load_run(folder, args.frame_skip) for folder in folders]))
         reference = read_reference(args.reference) if args.reference else None
+        if args.max_steps is not None:  # so that the y axis fits what is shown
+            groups = [(name, [run.until(args.max_steps) for run in runs]) for name, runs in groups]
+            if any(len(run.steps) == 0 for _, runs in groups for run in runs):
+                raise cfg.ConfigError(f"--max-steps={args.max_steps:g} is not allowed: a run has no game "
+                                      "ended by then")
+            if reference is not None:
+                reference = reference[reference["steps"] <= args.max_steps]
     except cfg.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,10 @@ ffmpeg binary of ``imageio-ffmpeg``: plays in browsers and players), ``<stem>`` 
 ``<run>/videos/<model>`` unless ``-o`` says otherwise. RL Zoo's ``python -m rl_zoo3.record_video``
 also works on our run folders; this one adds the GIF, the score overlay and whole games.
 
+The frames are held in memory until written (about 100 KB each at ``--scale 1``, four times that
+at ``--scale 2``): ``--max-video-frames`` (2000) bounds it. The GIF merges identical consecutive
+frames, so it may count fewer frames than the MP4.
+
 Exit status: 0 done, 2 bad input (a one-line error naming the bad value; nothing written).
 """
 
@@ -28,15 +32,18 @@ import numpy as np
 
 from sb3_breakout import config as cfg
 from sb3_breakout.evaluate import (
+    OneLineArgumentParser,
     Protocol,
     add_protocol_arguments,
     add_target_arguments,
     default_output,
     epsilon_greedy,
+    first_game,
     load_model,
     make_game_env,
+    new_game,
     protocol_from,
-    start_game,
+    queue_game,
     target_from,
 )
 
@@ -90,7 +97,7 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m sb3_breakout.record",
         description="Play games with a trained agent and write a GIF and an MP4 (headless).",
     )
@@ -102,11 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop playing after this many video frames (default: 2000)")
     parser.add_argument("--fps", type=float, default=30.0,
                         help="video frames per second (default: 30; with --stride 1 twice real time)")
-    parser.add_argument("--scale", type=int, default=1, help="enlarge the 210x160 screen N times (default: 1)")
+    parser.add_argument("--scale", type=int, default=1,
+                        help="enlarge the 210x160 screen N times (default: 1)")
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS),
                         help="files to write (default: gif mp4)")
     parser.add_argument("-o", "--output", default=None,
-                        help="output path without extension (default: <run>/videos/<model>, e.g. .../videos/final)")
+                        help="output path without extension (default: <run>/videos/<model>, "
+                        "e.g. .../videos/final)")
     return parser
 
 
@@ -137,8 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     env = make_game_env(target, protocol.max_frames, protocol.noop_max, render_mode="rgb_array")
     frames: list[np.ndarray] = []
     try:
+        game = first_game(env, protocol, 0)
         for index in range(protocol.games):
-            game = start_game(env, protocol, index)
+            if index > 0:  # the env restarted into this game when the last one ended
+                game = new_game(protocol, index, game.obs)
+            queue_game(env, protocol, index + 1 if index + 1 < protocol.games else None)
             score, lives = 0.0, None
             frames.append(annotate(env.get_images()[0], f"game {index + 1}  score 0", args.scale))
             result = None
@@ -150,12 +162,16 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 score, lives = float(sum(env.get_attr("rewards")[0])), infos[0].get("lives")
                 if game.steps % args.stride == 0:
-                    text = f"game {index + 1}  score {score:g}" + (f"  lives {lives}" if lives is not None else "")
+                    text = f"game {index + 1}  score {score:g}"
+                    if lives is not None:
+                        text += f"  lives {lives}"
                     frames.append(annotate(env.get_images()[0], text, args.scale))
             if result is not None:
-                print(f"game {index}: score {result.score:g}, {result.frames} frames, {result.lives_lost} lives lost")
+                print(f"game {index}: score {result.score:g}, {result.frames} frames, "
+                      f"{result.lives_lost} lives lost")
             else:
-                print(f"game {index}: stopped at {len(frames)} video frames (--max-video-frames), score {score:g}")
+                print(f"game {index}: stopped at {len(frames)} video frames (--max-video-frames), "
+                      f"score {score:g}")
                 break
     finally:
         env.close()
@@ -164,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     for fmt in args.format:
         path = stem.with_name(f"{stem.name}.{fmt}")
         (write_gif if fmt == "gif" else write_mp4)(path, frames, args.fps)
-        print(f"Wrote {path} ({len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]}, {args.fps:g} fps)")
+        height, width = frames[0].shape[:2]
+        print(f"Wrote {path} ({len(frames)} frames of {width}x{height}, {args.fps:g} fps)")
     return 0
 
 

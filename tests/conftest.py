@@ -45,12 +45,13 @@ def small_conf(tmp_path):
 def tiny_run(tmp_path_factory):
     """
     One real training run shared by the evaluate, record and plot tests (treat it as read-only):
-    ``sb3_breakout.train -n 2000 --seed 0 -params buffer_size:5000 --save-freq 1000`` on the default
-    recipe, so the run folder holds the final model, ``0.monitor.csv``, ``config.yml``/``args.yml``
-    and the checkpoints ``step_1000`` and ``step_2000``.
+    ``sb3_breakout.train -n 2000 --seed 0 -params buffer_size:5000 --save-freq 1000 --num-threads 1``
+    on the default recipe (one torch thread: several times faster on a busy CPU), so the run folder
+    holds the final model, ``0.monitor.csv``, ``config.yml``/``args.yml`` and the checkpoints
+    ``step_1000`` and ``step_2000``.
     """
     root = tmp_path_factory.mktemp("tiny_run")
     result = run_cli(["-m", "sb3_breakout.train", "-n", "2000", "--seed", "0", "-f", "logs",
-                      "-params", "buffer_size:5000", "--save-freq", "1000"], cwd=root)
+                      "-params", "buffer_size:5000", "--save-freq", "1000", "--num-threads", "1"], cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "logs" / "dqn" / f"{ENV}_1"

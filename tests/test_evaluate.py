@@ -32,7 +32,8 @@ def test_evaluate_writes_full_games_and_a_consistent_summary(tiny_run, tmp_path)
     assert summary["human_normalized"] == pytest.approx((np.mean(scores) - 1.7) / (30.5 - 1.7))
 
     for g in games:  # whole games: the life-loss "episodes" of the deepmind profile are not games
-        assert g["frames"] <= 8000 and g["agent_steps"] == pytest.approx(g["frames"] / 4, abs=1)
+        # 4 frames an action, plus reset no-ops and the FIRE / no-op steps after each life loss
+        assert g["frames"] <= 8000 and 0.7 * g["frames"] / 4 < g["agent_steps"] <= g["frames"] / 4
         assert g["lives_lost"] >= 2, g
         if not g["truncated"]:
             assert g["lives_lost"] == 5, g  # Breakout's game over

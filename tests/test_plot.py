@@ -19,8 +19,8 @@ def test_plot_writes_a_png_with_a_reference_curve(tiny_run, tmp_path):
     reference = tmp_path / "reference.csv"  # same columns as ../shared/reference/zoo_dqn_breakout_curve.csv
     reference.write_text("steps,score\n0,1.2\n1000,1.4\n2000,1.9\n")
     out = tmp_path / "curve.png"
-    result = run_cli(["-m", "sb3_breakout.plot", str(tiny_run), "--reference", str(reference), "-o", str(out)],
-                     cwd=tmp_path)
+    result = run_cli(["-m", "sb3_breakout.plot", str(tiny_run), "--reference", str(reference),
+                      "-o", str(out)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     image = mpimg.imread(out)
     assert image.shape[:2] == (800, 1000)  # 10x8 inches at 100 dpi
@@ -34,7 +34,8 @@ def test_run_is_read_in_agent_steps_and_seconds(tiny_run):
     run = plot.load_run(tiny_run)
     np.testing.assert_allclose(run.steps, np.cumsum(rows["l"]) / 4)
     np.testing.assert_allclose(run.scores, rows["r"])
-    assert run.steps[-1] <= 2000 and np.all(np.diff(run.seconds) >= 0)
+    # l/4 also counts reset no-ops and the FIRE / no-op steps after life losses: a little over 2,000 in all
+    assert run.steps[-1] < 2000 * 1.25 and np.all(np.diff(run.seconds) >= 0)
     steps, speed = run.speed()
     assert len(steps) > 0 and np.all(speed > 0)
     # the speed spans add up to the run's steps over its time
@@ -69,7 +70,8 @@ def test_seeds_sharing_a_name_make_one_band(tiny_run, tmp_path, capsys):
     assert grid[0] == 0 and grid[-1] == 10  # only where both seeds have data
     np.testing.assert_allclose(mean, grid + 1)
     np.testing.assert_allclose(std, 1.0)
-    assert plot.parse_spec("a=x,y") == ("a", ["x", "y"]) and plot.parse_spec("logs/run_3/") == ("run_3", ["logs/run_3/"])
+    assert plot.parse_spec("a=x,y") == ("a", ["x", "y"])
+    assert plot.parse_spec("logs/run_3/") == ("run_3", ["logs/run_3/"])
 
 
 def test_a_folder_without_monitor_files_is_refused(tmp_path):

@@ -1,11 +1,13 @@
 """Videos of a real (tiny) run: our GIF/MP4 decoded by real decoders, and RL Zoo's record_video."""
 
+from functools import partial
+
 import cv2
 import numpy as np
 from PIL import Image
 
 from conftest import ENV, run_cli
-from sb3_breakout import record
+from sb3_breakout import evaluate, record
 
 
 def decode_mp4(path):
@@ -24,9 +26,10 @@ def decode_mp4(path):
 
 def test_record_writes_a_gif_and_a_playable_mp4(tiny_run, tmp_path):
     stem = tmp_path / "videos" / "agent"
-    result = run_cli(["-m", "sb3_breakout.record", str(tiny_run), "--stride", "2", "--max-video-frames", "80",
-                      "-o", str(stem)], cwd=tmp_path)
+    result = run_cli(["-m", "sb3_breakout.record", str(tiny_run), "--games", "3", "--stride", "2",
+                      "--max-video-frames", "80", "-o", str(stem)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "stopped at 80 video frames" in result.stdout, result.stdout
     assert "80 frames of 160x210" in result.stdout, result.stdout
 
     with Image.open(stem.with_suffix(".gif")) as gif:
@@ -44,7 +47,13 @@ def test_record_scales_and_plays_whole_games(tiny_run, tmp_path, capsys):
     assert record.main([str(tiny_run), "--load-checkpoint", "2000", "--games", "2", "--scale", "2",
                         "--max-frames", "2000", "--stride", "4", "--format", "mp4", "-o", str(stem)]) == 0
     out = capsys.readouterr().out
-    assert "game 0: score" in out and "game 1: score" in out, out
+    # the same games as evaluate plays with the same flags
+    target = evaluate.resolve_target(str(tiny_run), load_checkpoint=2000)
+    protocol = evaluate.Protocol(games=2, max_frames=2000)
+    make_env = partial(evaluate.make_game_env, target, 2000)
+    games = evaluate.play_games(evaluate.load_model(target), make_env, protocol)
+    for g in games:
+        assert f"game {g.game}: score {g.score:g}, {g.frames} frames, {g.lives_lost} lives lost" in out, out
     frames = decode_mp4(stem.with_suffix(".mp4"))
     assert len(frames) > 2 and all(f.shape == (420, 320, 3) for f in frames)
     assert not stem.with_suffix(".gif").exists()
