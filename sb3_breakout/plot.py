@@ -200,8 +200,14 @@ def plot(
     max_steps: float | None = None,
     title: str | None = None,
     dpi: int = 100,
+    greedy: dict[str, dict[int, list[float]]] | None = None,
 ) -> None:
-    """Draw the two panels and write the PNG (to a temporary name, renamed into place)."""
+    """
+    Draw the two panels and write the PNG (to a temporary name, renamed into place).
+
+    :param greedy: per group name, evaluation scores of the agent by agent step (e.g. full games at
+        epsilon 0.05 every 100k steps), drawn as points with their standard deviation.
+    """
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), sharex=True, height_ratios=[2, 1])
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, runs) in enumerate(groups):
@@ -211,6 +217,12 @@ def plot(
         x, mean, std = group_band([(run.steps, run.running_mean(window)) for run in runs])
         seeds = f" ({len(runs)} seeds, mean ± std)" if len(runs) > 1 else ""
         top.plot(x, mean, color=color, lw=1.8, label=f"{name}{seeds}")
+        points = (greedy or {}).get(name)
+        if points:
+            steps = sorted(points)
+            top.errorbar(steps, [np.mean(points[k]) for k in steps], yerr=[np.std(points[k]) for k in steps],
+                         fmt="D", color=color, ms=6, capsize=3, markeredgecolor="black",
+                         label=f"{name}: evaluation, epsilon 0.05 (mean ± std)")
         if len(runs) > 1:
             top.fill_between(x, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
         speeds = [curve for curve in (run.speed() for run in runs) if len(curve[0])]
@@ -221,6 +233,8 @@ def plot(
         if len(speeds) > 1:
             bottom.fill_between(x, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
     if reference is not None:
+        if max_steps is not None:  # only the part beside ours, so that the y axis fits our scores
+            reference = reference[reference["steps"] <= max_steps * 1.05]
         top.plot(reference["steps"], reference["score"], color="black", ls="--", lw=1.3,
                  label=reference_label)
     top.set_ylabel(f"game score (5 lives, raw)\nrunning mean of last {window} games")

@@ -1,0 +1,209 @@
+"""
+Learning-curve evidence: train a configuration, check the greedy agent along the way, and compare the
+curve with the RL Zoo's published DQN run on Breakout.
+
+    # train (in the background with --background) and evaluate each checkpoint as it appears
+    python scripts/learning_curve.py train --profile deepmind -n 500000 --seed 1 -f runs --background
+    # evaluate the checkpoints of a run still going (or done), then write the plot and the table
+    python scripts/learning_curve.py follow runs/dqn/BreakoutNoFrameskip-v4_1
+    python scripts/learning_curve.py report runs/dqn/BreakoutNoFrameskip-v4_1 --out docs/curves
+
+``train`` runs ``python -m sb3_breakout.train`` with ``--save-freq`` = ``--eval-every`` (100,000) and
+follows the run: every new checkpoint's agent plays ``--eval-games`` full games at epsilon 0.05 (the
+evaluation protocol of ``sb3_breakout.evaluate``, 108,000-frame cap), and the scores go to
+``<run>/greedy_eval.csv``. ``report`` writes ``learning_curve.png`` (score of each training game and
+its running mean over 100 games against agent steps, the reference curve dashed, the greedy checks as
+points with their standard deviation, and training speed below) and ``learning_curve.md`` (our running
+mean against the reference at 100k, 250k, 500k and 1M steps, whatever the run reached).
+
+The reference is ``../shared/reference/zoo_dqn_breakout_curve.csv``: agent steps and the mean true
+score of the last 100 training games of the RL Zoo's DQN (rl-trained-agents), by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sb3_breakout import config as cfg
+from sb3_breakout import evaluate as ev
+from sb3_breakout import plot as pl
+from sb3_breakout.checkpoint import list_checkpoints
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "zoo_dqn_breakout_curve.csv"
+MILESTONES = (100_000, 250_000, 500_000, 1_000_000)
+GREEDY_FILE = "greedy_eval.csv"
+
+
+# ----------------------------------------------------------------------------- greedy checks
+def greedy_done(run_dir: Path) -> dict[int, list[float]]:
+    """Greedy scores already measured, by agent step."""
+    path = run_dir / GREEDY_FILE
+    if not path.exists():
+        return {}
+    with open(path) as f:
+        return {int(row["step"]): [float(s) for s in row["scores"].split()] for row in csv.DictReader(f)}
+
+
+def greedy_check(run_dir: Path, step: int, games: int, seed: int = 0) -> list[float]:
+    """Play ``games`` full games at epsilon 0.05 with the agent of checkpoint ``step``; append to the CSV."""
+    target = ev.resolve_target(str(run_dir), load_checkpoint=step)
+    model = ev.load_model(target, device="cpu")
+    protocol = ev.Protocol(games=games, seed=seed)
+    results = ev.play_games(model, lambda: ev.make_game_env(target, protocol.max_frames, protocol.noop_max), protocol)
+    scores = [r.score for r in results]
+    path = run_dir / GREEDY_FILE
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["step", "mean", "std", "scores"])
+        writer.writerow([step, f"{np.mean(scores):.2f}", f"{np.std(scores):.2f}", " ".join(f"{s:g}" for s in scores)])
+    print(f"greedy check at step {step}: {np.mean(scores):.1f} ± {np.std(scores):.1f} over {games} games", flush=True)
+    return scores
+
+
+def evaluate_new_checkpoints(run_dir: Path, every: int, games: int) -> None:
+    done = greedy_done(run_dir)
+    for checkpoint in list_checkpoints(run_dir):
+        step = int(checkpoint.name[5:])
+        if step % every == 0 and step not in done:
+            greedy_check(run_dir, step, games)
+
+
+def training_ended(run_dir: Path, since: float) -> bool:
+    """The run wrote its final model (``<env>.zip``) after ``since``."""
+    return any(p.stat().st_mtime > since for p in run_dir.glob("*.zip"))
+
+
+def follow(run_dir: Path, every: int, games: int, process: subprocess.Popen | None = None, wait: bool = False,
+           poll: float = 30.0) -> None:
+    """
+    Evaluate checkpoints as they appear: until ``process`` ends, or with ``wait`` until the run
+    (trained by another process) writes its final model; else once.
+    """
+    started = time.time()
+    while True:
+        evaluate_new_checkpoints(run_dir, every, games)
+        running = process.poll() is None if process is not None else wait and not training_ended(run_dir, started)
+        if not running:
+            break
+        time.sleep(poll)
+    evaluate_new_checkpoints(run_dir, every, games)
+
+
+# ------------------------------------------------------------------------------------ report
+def reference_at(reference, step: int) -> float | None:
+    steps = reference["steps"].to_numpy()
+    if step > steps[-1] * 1.01:
+        return None
+    return float(np.interp(step, steps, reference["score"].to_numpy()))
+
+
+def ours_at(curve: pl.RunCurve, step: int, window: int = 100) -> float | None:
+    if len(curve.steps) == 0 or curve.steps[-1] < step * 0.99:
+        return None
+    upto = curve.until(step)
+    return float(upto.running_mean(window)[-1]) if len(upto.steps) else None
+
+
+def table(curves: list[tuple[str, pl.RunCurve]], reference, greedy: dict[str, dict[int, list[float]]]) -> str:
+    header = "| agent steps | " + " | ".join(f"{name} (running mean of 100 games)" for name, _ in curves)
+    header += " | RL Zoo DQN (reference) |"
+    lines = [header, "|" + "---|" * (len(curves) + 2)]
+    for step in MILESTONES:
+        ours = [ours_at(curve, step) for _, curve in curves]
+        if all(value is None for value in ours):
+            continue
+        ref = reference_at(reference, step) if reference is not None else None
+        cells = ["" if v is None else f"{v:.1f}" for v in ours]
+        lines.append(f"| {step:,} | " + " | ".join(cells) + f" | {'' if ref is None else f'{ref:.1f}'} |")
+    for name, points in greedy.items():
+        for step, scores in sorted(points.items()):
+            lines.append(f"\nGreedy check of {name} at {step:,} steps (epsilon 0.05, full games): "
+                         f"{np.mean(scores):.1f} ± {np.std(scores):.1f} over {len(scores)} games")
+    return "\n".join(lines) + "\n"
+
+
+def report(run_dirs: list[Path], out: Path, reference_path: Path | None, names: list[str] | None) -> None:
+    names = names or [d.name for d in run_dirs]
+    curves = [(name, pl.load_run(d)) for name, d in zip(names, run_dirs)]
+    reference = pl.read_reference(str(reference_path)) if reference_path and reference_path.exists() else None
+    greedy = {name: greedy_done(d) for name, d in zip(names, run_dirs)}
+    out.mkdir(parents=True, exist_ok=True)
+    max_steps = max(curve.steps[-1] for _, curve in curves)
+    pl.plot([(name, [curve]) for name, curve in curves], out / "learning_curve.png", reference=reference,
+            reference_label="RL Zoo DQN (rl-trained-agents)", max_steps=max_steps,
+            greedy={name: points for name, points in greedy.items() if points})
+    (out / "learning_curve.md").write_text(table(curves, reference, greedy))
+    print((out / "learning_curve.md").read_text())
+    print(f"wrote {out / 'learning_curve.png'}")
+
+
+# -------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train, checking the greedy agent at every --eval-every steps")
+    train.add_argument("--profile", default=None, help="YAML entry (deepmind, keras, ...)")
+    train.add_argument("-n", "--n-timesteps", type=int, default=500_000)
+    train.add_argument("--seed", type=int, default=1)
+    train.add_argument("-f", "--log-folder", default="runs")
+    train.add_argument("--num-threads", type=int, default=-1)
+    train.add_argument("--background", action="store_true", help="detach and return at once (log in <log>/*.log)")
+    for p in (train, sub.add_parser("follow", help="greedy checks of a run's checkpoints, until it ends")):
+        p.add_argument("--eval-every", type=int, default=100_000, help="agent steps between greedy checks")
+        p.add_argument("--eval-games", type=int, default=5, help="full games per greedy check")
+    sub.choices["follow"].add_argument("run_dir", type=Path)
+    sub.choices["follow"].add_argument("--wait", action="store_true",
+                                       help="keep polling until the run writes its final model")
+    rep = sub.add_parser("report", help="plot and table of one or more runs")
+    rep.add_argument("run_dirs", type=Path, nargs="+")
+    rep.add_argument("--names", nargs="+", help="a label per run (default: folder names)")
+    rep.add_argument("--reference", type=Path, default=REFERENCE, help="CSV steps,score drawn beside ours")
+    rep.add_argument("--out", type=Path, default=Path("docs/curves"))
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "report":
+            report(args.run_dirs, args.out, args.reference, args.names)
+        elif args.command == "follow":
+            follow(args.run_dir, args.eval_every, args.eval_games, wait=args.wait)
+        else:
+            if args.background:  # the same command, detached, without --background
+                log = Path(args.log_folder) / f"learning_curve_{int(time.time())}.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                argv_fg = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--background"]
+                with open(log, "w") as out:
+                    proc = subprocess.Popen([sys.executable, __file__, *argv_fg], stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+                print(f"started in the background (pid {proc.pid}); log: {log}")
+                return 0
+            command = [sys.executable, "-m", "sb3_breakout.train", "-n", str(args.n_timesteps), "--seed", str(args.seed),
+                       "-f", args.log_folder, "--save-freq", str(args.eval_every), "--num-threads", str(args.num_threads),
+                       "--no-progress"] + (["--profile", args.profile] if args.profile else [])
+            algo_dir = Path(args.log_folder) / "dqn"
+            before = set(algo_dir.glob("*_*")) if algo_dir.exists() else set()
+            proc = subprocess.Popen(command)
+            while not (set(algo_dir.glob("*_*")) - before if algo_dir.exists() else set()):
+                if proc.poll() is not None:
+                    return proc.returncode
+                time.sleep(1)
+            (run_dir,) = set(algo_dir.glob("*_*")) - before
+            print(f"following {run_dir}", flush=True)
+            follow(run_dir, args.eval_every, args.eval_games, process=proc)
+            return proc.returncode
+    except cfg.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
