@@ -28,7 +28,7 @@ import psutil
 import torch as th
 import yaml
 from rl_zoo3.exp_manager import ExperimentManager
-from rl_zoo3.utils import ALGOS, StoreDict, get_latest_run_id, get_wrapper_class
+from rl_zoo3.utils import ALGOS, StoreDict, get_wrapper_class
 from stable_baselines3.common.utils import set_random_seed
 
 from sb3_breakout import checkpoint as ckpt

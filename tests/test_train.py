@@ -3,11 +3,13 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
+import pytest
 import yaml
 from stable_baselines3 import DQN
 
+from conftest import small_entry, write_conf
+from sb3_breakout import train
 from sb3_breakout.config import default_config, load_entry
 from sb3_breakout.torch_layers import NatureCNN
 
@@ -74,11 +76,6 @@ def test_unknown_profile_is_a_one_line_error(tmp_path):
 
 
 # ------------------------------------------------------------------------------ bad input, table-driven
-import pytest  # noqa: E402
-
-from conftest import small_entry, write_conf  # noqa: E402
-from sb3_breakout import train  # noqa: E402
-
 EPS = "sb3_breakout.callbacks.LinearEpsilonCallback"
 
 

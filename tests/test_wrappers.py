@@ -1,7 +1,6 @@
 """The terminal penalty and the two profiles, on the real ALE Breakout."""
 
 import gymnasium as gym
-import numpy as np
 import pytest
 from stable_baselines3.common.monitor import Monitor
 
