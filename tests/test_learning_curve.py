@@ -1,0 +1,43 @@
+"""scripts/learning_curve.py on a real (tiny) run: greedy checks of its checkpoints, then the report."""
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import matplotlib.image as mpimg
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "learning_curve.py"
+spec = importlib.util.spec_from_file_location("learning_curve", SCRIPT)
+learning_curve = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(learning_curve)
+
+
+def test_follow_then_report(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)  # the fixture is shared: work on a copy
+    reference = tmp_path / "reference.csv"
+    reference.write_text("steps,score\n0,1.0\n1000,1.5\n2000,2.0\n3000,2.5\n")
+
+    assert learning_curve.main(["follow", str(run), "--eval-every", "1000", "--eval-games", "1"]) == 0
+    greedy = learning_curve.greedy_done(run)
+    assert sorted(greedy) == [1000, 2000] and all(len(scores) == 1 for scores in greedy.values())
+    # a second follow does not evaluate the same checkpoints again
+    assert learning_curve.main(["follow", str(run), "--eval-every", "1000", "--eval-games", "1"]) == 0
+    assert len((run / learning_curve.GREEDY_FILE).read_text().splitlines()) == 1 + 2
+
+    out = tmp_path / "out"
+    assert learning_curve.main(["report", str(run), "--names", "tiny", "--reference", str(reference),
+                                "--out", str(out)]) == 0
+    height, width = mpimg.imread(out / "learning_curve.png").shape[:2]
+    assert (width, height) == (1000, 800)
+    table = (out / "learning_curve.md").read_text()
+    assert "| agent steps | tiny (running mean of 100 games) | RL Zoo DQN (reference) |" in table
+    assert "Greedy check of tiny at 1,000 steps" in table and "Greedy check of tiny at 2,000 steps" in table
+
+
+def test_reference_and_milestones():
+    import pandas as pd
+
+    reference = pd.DataFrame({"steps": [0, 100_000, 200_000], "score": [1.0, 2.0, 4.0]})
+    assert learning_curve.reference_at(reference, 150_000) == 3.0
+    assert learning_curve.reference_at(reference, 500_000) is None  # beyond the reference: no value
