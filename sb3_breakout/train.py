@@ -188,9 +188,8 @@ def check_writable(folder: str) -> None:
 def check_args(args: argparse.Namespace) -> None:
     if args.algo not in ALGOS:
         raise cfg.ConfigError(f"unknown algo {args.algo!r}: choose one of {', '.join(sorted(ALGOS))}")
-    for name in ("keep_checkpoints",):
-        if getattr(args, name) < 1:
-            raise cfg.ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+    if args.keep_checkpoints < 1:
+        raise cfg.ConfigError(f"--keep-checkpoints={args.keep_checkpoints} must be >= 1")
     if args.n_timesteps < -1:
         raise cfg.ConfigError(f"--n-timesteps={args.n_timesteps} must be >= 0")
 
@@ -204,6 +203,7 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path
     :raises cfg.ConfigError: one line naming the bad value.
     """
     check_args(args)
+    args.conf_file = args.conf_file or str(cfg.default_config(args.algo))
     resume_dir = checkpoint = None
     if args.resume:
         resume_dir = Path(args.resume)
@@ -218,8 +218,7 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path
         for line in skipped:
             print(f"warning: {line}; using the earlier checkpoint {checkpoint}", file=sys.stderr)
     else:
-        conf_file = args.conf_file or str(cfg.default_config(args.algo))
-        entry = cfg.load_entry(conf_file, args.env, args.profile)
+        entry = cfg.load_entry(args.conf_file, args.env, args.profile)
         entry.update(args.hyperparams or {})
         check_writable(args.log_folder)
     cfg.validate_entry(entry, args.algo)
@@ -269,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         log_interval=args.log_interval,
         verbose=args.verbose,
         device=args.device,
-        config=args.conf_file or str(cfg.default_config(args.algo)),
+        config=args.conf_file,
         show_progress=args.progress,
         profile=args.profile,
         entry=entry,
