@@ -6,10 +6,12 @@ with SIGKILL), and the YAML it writes trained by both training CLIs.
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -56,6 +58,21 @@ def start(folder: Path, args: list[str]) -> subprocess.Popen:
 
 def sqlite_study(folder: Path, name: str = STUDY) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'logs' / 'optuna.db'}")
+
+
+def running_trials(folder: Path) -> int:
+    """
+    Trials RUNNING in the SQLite study, read with a read-only connection: ``optuna.load_study`` would
+    open an ``RDBStorage``, which creates the schema and so races the worker still creating it.
+    """
+    path = folder / "logs" / "optuna.db"
+    if not path.is_file():
+        return 0
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            return db.execute("SELECT COUNT(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0]
+    except sqlite3.OperationalError:  # no tables yet, or locked by the writer
+        return 0
 
 
 def snapshot(study: optuna.Study) -> list[tuple]:
@@ -208,15 +225,11 @@ def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(tmp_path):
             "--heartbeat-interval", "1", "--grace-period", "5"]
     victim = start(tmp_path, args)
     deadline = time.monotonic() + 120
-    running = []
-    while time.monotonic() < deadline and not running:
+    while time.monotonic() < deadline and not running_trials(tmp_path):
+        if victim.poll() is not None:
+            pytest.fail(f"the worker exited ({victim.returncode}) before a trial ran: {victim.stderr.read()[-3000:]}")
         time.sleep(0.5)
-        if (tmp_path / "logs" / "optuna.db").is_file():
-            try:
-                running = sqlite_study(tmp_path, "killed").get_trials(states=(TrialState.RUNNING,))
-            except Exception:  # the study or its tables do not exist yet
-                pass
-    assert running, "the worker never started a trial"
+    assert running_trials(tmp_path), "the worker never started a trial"
     time.sleep(2.5)  # into training, with heartbeats recorded
     assert victim.poll() is None, "the trial finished before it could be killed"
     victim.send_signal(signal.SIGKILL)
