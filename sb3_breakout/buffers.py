@@ -135,9 +135,20 @@ class FrameStackReplayBuffer(ReplayBuffer):
     :param optimize_memory_usage: must be False (the buffer already stores each frame once).
     :param handle_timeout_termination: as ``ReplayBuffer``: a truncated transition
         (``info["TimeLimit.truncated"]``) is sampled with ``done = 0``.
+    :param n_steps: n-step returns when above 1 (default 1: one-step samples, ``discounts`` None).
+        Each sample then carries the discounted sum of up to ``n_steps`` rewards, stopping at the first
+        episode end, the next observation and done of its last step, and ``discounts = gamma ** k``
+        for the ``k`` steps summed, exactly as SB3's ``NStepReplayBuffer`` computes them (the test
+        compares the two). SB3's DQN sets up n-step returns by itself only for its own buffers: with
+        this class pass ``replay_buffer_kwargs=dict(n_steps=3, gamma=<DQN's gamma>)``.
+    :param gamma: discount of the n-step sums; must equal the algorithm's ``gamma``.
     :raises ValueError: another observation space or ``optimize_memory_usage=True``. A
         ``buffer_size`` below ``n_stack + 1`` transitions per env is raised to that.
     """
+
+    #: Class defaults, so that buffers pickled before n-step returns existed load as one-step buffers.
+    n_steps: int = 1
+    gamma: float = 0.99
 
     def __init__(
         self,
@@ -148,7 +159,13 @@ class FrameStackReplayBuffer(ReplayBuffer):
         n_envs: int = 1,
         optimize_memory_usage: bool = False,
         handle_timeout_termination: bool = True,
+        n_steps: int = 1,
+        gamma: float = 0.99,
     ) -> None:
+        if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+            raise ValueError(f"FrameStackReplayBuffer: n_steps={n_steps!r}; allowed: an integer >= 1")
+        if not 0 < gamma <= 1:
+            raise ValueError(f"FrameStackReplayBuffer: gamma={gamma!r}; allowed: a number in (0, 1]")
         if optimize_memory_usage:
             raise ValueError(
                 "FrameStackReplayBuffer does not take optimize_memory_usage=True: it is redundant (each "
@@ -161,6 +178,7 @@ class FrameStackReplayBuffer(ReplayBuffer):
         self.buffer_size = layout["frames"][0][0]
         self.optimize_memory_usage = False
         self.handle_timeout_termination = handle_timeout_termination
+        self.n_steps, self.gamma = int(n_steps), float(gamma)
         self.n_stack, self.frame_height, self.frame_width = _check_observation_space(observation_space)
         self.frames = np.zeros(*layout["frames"])
         self.actions = np.zeros(*layout["actions"])
@@ -360,7 +378,10 @@ class FrameStackReplayBuffer(ReplayBuffer):
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
         # the same draw as ReplayBuffer._get_samples, so that both give the same batch for one seed
         env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
-        frames = self._stacks(np.asarray(batch_inds), env_indices)
+        batch_inds = np.asarray(batch_inds)
+        if self.n_steps > 1:
+            return self._get_n_step_samples(batch_inds, env_indices, env)
+        frames = self._stacks(batch_inds, env_indices)
         dones = self.dones[batch_inds, env_indices] & ~self.timeouts[batch_inds, env_indices]
         data = (
             self._normalize_obs(frames[:, :-1], env),
@@ -368,6 +389,44 @@ class FrameStackReplayBuffer(ReplayBuffer):
             self._normalize_obs(frames[:, 1:], env),
             dones.astype(np.float32).reshape(-1, 1),
             self._normalize_reward(self.rewards[batch_inds, env_indices].reshape(-1, 1), env),
+        )
+        return ReplayBufferSamples(*tuple(map(self.to_torch, data)))
+
+    def _get_n_step_samples(
+        self, batch_inds: np.ndarray, env_indices: np.ndarray, env: VecNormalize | None
+    ) -> ReplayBufferSamples:
+        """
+        ``NStepReplayBuffer._get_samples`` step for step (SB3 2.x), with the stacks rebuilt: sum up to
+        ``n_steps`` rewards from each position, up to and including the first done or timeout; the
+        newest position counts as a timeout unless it is done, so no sum runs past the write cursor.
+        """
+        newest = self.pos - 1
+        saved = self.timeouts[newest].copy()
+        self.timeouts[newest] = saved | ~self.dones[newest]
+        try:
+            window = (batch_inds[:, None] + np.arange(self.n_steps)) % self.buffer_size
+            envs = env_indices[:, None]
+            rewards = self._normalize_reward(self.rewards[window, envs], env)
+            ends = self.dones[window, envs] | self.timeouts[window, envs]
+            end = np.where(ends.any(axis=1), ends.argmax(axis=1), self.n_steps - 1)
+            mask = np.arange(self.n_steps)[None, :] <= end[:, None]
+            discounts = self.gamma ** mask.sum(axis=1, keepdims=True).astype(np.float32)
+            returns = (rewards * self.gamma ** np.arange(self.n_steps, dtype=np.float32) * mask).sum(
+                axis=1, keepdims=True
+            )
+            last = (batch_inds + end) % self.buffer_size
+            dones = self.dones[last, env_indices].astype(np.float32) * (
+                1.0 - self.timeouts[last, env_indices].astype(np.float32)
+            )
+        finally:
+            self.timeouts[newest] = saved
+        data = (
+            self._normalize_obs(self._stacks(batch_inds, env_indices)[:, :-1], env),
+            self.actions[batch_inds, env_indices, :].astype(self._action_out_dtype),
+            self._normalize_obs(self._stacks(last, env_indices)[:, 1:], env),
+            dones[:, None],
+            returns,
+            discounts,
         )
         return ReplayBufferSamples(*tuple(map(self.to_torch, data)))
 

@@ -101,6 +101,32 @@ INTEGER_KEYS = {"buffer_size", "batch_size", "learning_starts", "gradient_steps"
                 "frame_stack", "n_envs"}
 
 
+def _evaluated(entry: dict[str, Any], key: str) -> Any:
+    """``entry[key]`` as RL Zoo passes it on (strings are evaluated; already checked to evaluate)."""
+    value = entry.get(key)
+    return eval(value, vars(rl_zoo3.exp_manager)) if isinstance(value, str) else value
+
+
+def _check_n_step(entry: dict[str, Any]) -> None:
+    """
+    n-step returns: SB3 ignores a top-level ``n_steps`` when ``replay_buffer_class`` is set (with a
+    warning only), and the buffer's own ``gamma`` must be the learner's, or the targets mix two discounts.
+    """
+    n_steps = entry.get("n_steps", 1)
+    if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:
+        raise ConfigError(f"n_steps={n_steps!r} is not allowed: must be an integer >= 1")
+    if n_steps > 1 and entry.get("replay_buffer_class") is not None:
+        raise ConfigError(f"n_steps={n_steps} is ignored by SB3 when replay_buffer_class is set; "
+                          f"put it in replay_buffer_kwargs: dict(n_steps={n_steps}, gamma=<gamma>)")
+    kwargs = _evaluated(entry, "replay_buffer_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"replay_buffer_kwargs={kwargs!r} must be a mapping")
+    gamma = entry.get("gamma", 0.99)
+    if kwargs.get("n_steps", 1) != 1 and kwargs.get("gamma", 0.99) != gamma:
+        raise ConfigError(f"replay_buffer_kwargs gamma={kwargs.get('gamma', 0.99)!r} differs from gamma={gamma!r}; "
+                          "the n-step sums must use the learner's discount")
+
+
 def _float_or_none(text: str) -> float | None:
     try:
         return float(text)
@@ -189,6 +215,7 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
                 eval(entry[key], vars(rl_zoo3.exp_manager))
             except Exception as exc:
                 raise ConfigError(f"{key} {entry[key]!r} cannot be evaluated: {type(exc).__name__}: {exc}") from None
+    _check_n_step(entry)
     for name, kwargs in _named_entries(entry.get("env_wrapper", []), "env_wrapper"):
         wrapper = resolve(name, "env_wrapper")
         _check_call(wrapper, kwargs, f"env_wrapper {name}", first=(None,))

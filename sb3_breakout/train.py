@@ -5,7 +5,8 @@ Data flow: this CLI reads one YAML entry (:mod:`sb3_breakout.config`) and checks
 the RAM and the log folder, before anything is written; RL Zoo's ``ExperimentManager`` turns it into
 objects (env: :mod:`sb3_breakout.envs` / :mod:`sb3_breakout.wrappers`; learner: SB3's ``DQN`` with
 :class:`sb3_breakout.torch_layers.NatureCNN`; callbacks: :mod:`sb3_breakout.callbacks`); SB3's
-``learn`` runs with those callbacks plus :class:`sb3_breakout.checkpoint.CheckpointCallback`; the run
+``learn`` runs with those callbacks plus :class:`sb3_breakout.checkpoint.CheckpointCallback` (and
+:class:`sb3_breakout.threads.AdaptiveThreadsCallback` with ``--num-threads auto``, the default); the run
 is written in RL Zoo's layout ``<log>/<algo>/<env>_<id>/`` (model zip, Monitor CSV,
 ``<env>/config.yml`` and ``args.yml``, ``checkpoints/``), which ``python -m rl_zoo3.enjoy`` reads.
 
@@ -34,6 +35,7 @@ from stable_baselines3.common.utils import set_random_seed
 from sb3_breakout import checkpoint as ckpt
 from sb3_breakout import config as cfg
 from sb3_breakout.callbacks import RunningRewardCallback
+from sb3_breakout.threads import AdaptiveThreadsCallback
 from sb3_breakout.envs import ENV_ID
 
 
@@ -107,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-f", "--log-folder", default="logs", help="log folder (default: logs)")
     parser.add_argument("-tb", "--tensorboard-log", default="", help="TensorBoard log folder (default: none)")
     parser.add_argument("--device", default="auto", help="PyTorch device: auto (GPU when torch sees one), cpu, cuda")
-    parser.add_argument("--num-threads", type=int, default=-1, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--num-threads", default="auto",
+        help="torch CPU threads: auto (default: measure 1, half and all cores while training and keep the "
+             "fastest, again every 50,000 steps; not bit-for-bit reproducible), N, or -1 (torch's default)",
+    )
     parser.add_argument(
         "-P", "--progress", action=argparse.BooleanOptionalAction, default=None,
         help="progress bar (default: on when stdout is a terminal)",
@@ -192,6 +198,21 @@ def check_args(args: argparse.Namespace) -> None:
         raise cfg.ConfigError(f"--keep-checkpoints={args.keep_checkpoints} must be >= 1")
     if args.n_timesteps < -1:
         raise cfg.ConfigError(f"--n-timesteps={args.n_timesteps} must be >= 0")
+    args.num_threads = parse_threads(args.num_threads)
+
+
+def parse_threads(value: str | int) -> str | int:
+    """``--num-threads``: ``"auto"``, an integer >= 1, or -1 (torch's default)."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        threads = int(text)
+    except ValueError:
+        threads = 0
+    if threads < 1 and threads != -1:
+        raise cfg.ConfigError(f"--num-threads={value!r} is not allowed: auto, an integer >= 1, or -1 (torch's default)")
+    return threads
 
 
 def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path | None]:
@@ -247,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         args.progress = sys.stdout.isatty()
     if args.seed < 0:
         args.seed = int(np.random.randint(2**32 - 1, dtype="int64"))
-    if args.num_threads > 0:
+    if args.num_threads != "auto" and args.num_threads > 0:
         th.set_num_threads(args.num_threads)
     set_random_seed(args.seed)
 
@@ -284,11 +305,12 @@ def main(argv: list[str] | None = None) -> int:
         ckpt.restore_rng_state(model, state["rng"])
         print(f"Resuming {run_dir} from {checkpoint.name}: step {model.num_timesteps} of {exp_manager.n_timesteps}")
     saver = ckpt.CheckpointCallback(run_dir, args.save_freq, args.keep_checkpoints, running_reward=running)
+    threads = [AdaptiveThreadsCallback(verbose=1)] if args.num_threads == "auto" else []
     remaining = exp_manager.n_timesteps - model.num_timesteps
     try:
         model.learn(
             remaining,
-            callback=[*exp_manager.callbacks, saver],
+            callback=[*exp_manager.callbacks, *threads, saver],
             log_interval=args.log_interval,
             tb_log_name=run_dir.name,
             reset_num_timesteps=state is None,

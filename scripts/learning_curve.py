@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("-n", "--n-timesteps", type=int, default=500_000)
     train.add_argument("--seed", type=int, default=1)
     train.add_argument("-f", "--log-folder", default="runs")
-    train.add_argument("--num-threads", type=int, default=-1)
+    train.add_argument("--num-threads", default="auto", help="as sb3_breakout.train (default: auto)")
     train.add_argument("--background", action="store_true", help="detach and return at once (log in <log>/*.log)")
     for p in (train, sub.add_parser("follow", help="greedy checks of a run's checkpoints, until it ends")):
         p.add_argument("--eval-every", type=int, default=100_000, help="agent steps between greedy checks")

@@ -9,7 +9,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import DQN
-from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.buffers import NStepReplayBuffer, ReplayBuffer
 from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
@@ -109,21 +109,32 @@ def sampled_positions(buffer, batch_size) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    "n_envs, max_agent_steps, n_steps, reset_at, kinds",
+    "n_envs, max_agent_steps, n_steps, reset_at, kinds, n_step",
     [
-        (2, MAX_AGENT_STEPS, 1700, (900,), ("life_loss", "game_over")),
-        (2, 60, 700, (), ("life_loss", "truncation")),
-        (1, 150, 1400, (), ("life_loss", "game_over", "truncation")),
+        (2, MAX_AGENT_STEPS, 1700, (900,), ("life_loss", "game_over"), 1),
+        (2, 60, 700, (), ("life_loss", "truncation"), 1),
+        (1, 150, 1400, (), ("life_loss", "game_over", "truncation"), 1),
+        (2, 60, 1300, (700,), ("life_loss", "truncation"), 3),
+        (1, 150, 1400, (), ("life_loss", "game_over", "truncation"), 3),
     ],
-    ids=["2envs-games", "2envs-truncated", "1env"],
+    ids=["2envs-games", "2envs-truncated", "1env", "2envs-truncated-3step", "1env-3step"],
 )
-def test_same_samples_as_replay_buffer_on_real_game(n_envs, max_agent_steps, n_steps, reset_at, kinds):
+def test_same_samples_as_replay_buffer_on_real_game(n_envs, max_agent_steps, n_steps, reset_at, kinds,
+                                                    n_step):
+    """
+    Against ``ReplayBuffer`` (one-step) or ``NStepReplayBuffer`` (``n_step`` 3: the reward sums,
+    discounts and the next observation of the last step summed).
+    """
     env = make_breakout_env("deepmind", n_envs=n_envs, seed=11 * n_envs + max_agent_steps,
                             max_agent_steps=max_agent_steps)
     buffer_size = 1000  # 1000 // n_envs positions: the cursor wraps more than once
-    plain = ReplayBuffer(buffer_size, env.observation_space, env.action_space, "cpu", n_envs=n_envs)
-    compact = FrameStackReplayBuffer(buffer_size, env.observation_space, env.action_space, "cpu",
-                                     n_envs=n_envs)
+    spaces_ = (env.observation_space, env.action_space, "cpu")
+    if n_step == 1:
+        plain = ReplayBuffer(buffer_size, *spaces_, n_envs=n_envs)
+        compact = FrameStackReplayBuffer(buffer_size, *spaces_, n_envs=n_envs)
+    else:
+        plain = NStepReplayBuffer(buffer_size, *spaces_, n_envs=n_envs, n_steps=n_step, gamma=0.9)
+        compact = FrameStackReplayBuffer(buffer_size, *spaces_, n_envs=n_envs, n_steps=n_step, gamma=0.9)
     positions = plain.buffer_size
     checkpoints = {positions // 2, positions - 1, *range(positions, positions + 4),
                    positions + positions // 3, 2 * positions + 1, n_steps - 1}
@@ -219,6 +230,10 @@ def test_bad_spaces_options_and_streams_are_refused():
             FrameStackReplayBuffer(100, space, discrete)
     with pytest.raises(ValueError, match="optimize_memory_usage=True"):
         FrameStackReplayBuffer(100, FRAMES, discrete, optimize_memory_usage=True)
+    with pytest.raises(ValueError, match="n_steps=0"):
+        FrameStackReplayBuffer(100, FRAMES, discrete, n_steps=0)
+    with pytest.raises(ValueError, match="gamma=1.5"):
+        FrameStackReplayBuffer(100, FRAMES, discrete, n_steps=3, gamma=1.5)
     # RL Zoo's enjoy loads models with buffer_size=1: the buffer keeps room for one stack
     assert FrameStackReplayBuffer(1, FRAMES, discrete).buffer_size == 5
 

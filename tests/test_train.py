@@ -36,6 +36,19 @@ def test_default_entry_is_the_notebooks_recipe():
     assert {k: keras[k] for k in expected} == expected
 
 
+def test_fast_preset_trains_with_three_step_returns(tmp_path):
+    fast = load_entry(default_config("dqn"), ENV, "fast")
+    assert fast["target_update_interval"] == 1000 and fast["learning_rate"] == 1e-4
+    assert fast["callback"][0]["sb3_breakout.callbacks.LinearEpsilonCallback"] == dict(
+        random_steps=20_000, decay_steps=250_000, initial_eps=1.0, final_eps=0.01)
+    result = run(["-m", "sb3_breakout.train", "--profile", "fast", "-n", "300", "--seed", "2", "-f", "logs",
+                  "-params", "buffer_size:2000", "learning_starts:100", "--num-threads", "1", "--no-progress"],
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = DQN.load(tmp_path / "logs" / "dqn" / f"{ENV}_1" / f"{ENV}.zip")
+    assert model.replay_buffer_kwargs == {"n_steps": 3, "gamma": 0.99}
+
+
 def test_train_then_rl_zoo_enjoy(tmp_path):
     train = run(["-m", "sb3_breakout.train", "-n", "3000", "--seed", "7", "-f", "logs",
                  "-params", "buffer_size:5000"], cwd=tmp_path)
@@ -110,6 +123,10 @@ BAD_INPUTS = [
     ("unknown env id", {}, ["--env", "BreakoutNoFrameskip-v9"], ["'BreakoutNoFrameskip-v9'"]),
     ("buffer too big for RAM", dict(buffer_size=100_000_000, replay_buffer_class=None), [],
      ["needs 5646.8 GB", "available", "FrameStackReplayBuffer"]),
+    ("n_steps beside a buffer class", dict(n_steps=3), [], ["n_steps=3", "replay_buffer_kwargs"]),
+    ("n-step gamma mismatch", dict(replay_buffer_kwargs="dict(n_steps=3, gamma=0.9)"), [],
+     ["gamma=0.9", "gamma=0.99"]),
+    ("bad thread count", {}, ["--num-threads", "many"], ["--num-threads='many'", "auto, an integer >= 1"]),
     ("log folder not writable", {}, ["-f", "a_file/logs"], ["log folder 'a_file/logs' cannot be written"]),
     ("resume without run", {}, ["--resume", "logs/dqn/nothing_1"], ["not a run folder"]),
 ]

@@ -1,0 +1,153 @@
+"""
+Choose torch's CPU thread count while training, from the speed the run actually gets.
+
+Why this exists: on a CPU the DQN update is the wall, and its best thread count depends on what
+else the machine is doing. On the project's 2-core machine, 2 threads make the update ~2x faster
+when the machine is quiet, but with one other CPU-heavy process they are many times slower than
+1 thread (OpenMP's threads wait on each other at every operator while one of them is descheduled).
+No fixed number is right on a shared machine, and neither SB3 nor RL Zoo choose one
+(``--num-threads`` is fixed for the whole run), so this callback measures.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+
+
+def thread_candidates(max_threads: int | None = None) -> list[int]:
+    """
+    Thread counts worth trying: 1, half the cores and all of them (distinct, ascending).
+
+    :param max_threads: the most threads to try (default: the CPUs this process may run on).
+    """
+    if max_threads is None:
+        max_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return sorted({1, max(1, max_threads // 2), max(1, max_threads)})
+
+
+@dataclass
+class ThreadChoice:
+    """
+    The decision rule, apart from torch and the clock: probe every candidate for a window of steps,
+    keep the fastest for ``hold_steps``, and probe again early if the speed falls below ``drop`` times
+    the speed measured when the choice was made.
+
+    Speeds are agent steps per second of wall time, over a window that starts ``warmup_steps`` after
+    the switch (a new OpenMP team and cold caches make the first updates slower).
+    """
+
+    candidates: list[int]
+    probe_steps: int = 1000
+    hold_steps: int = 50_000
+    warmup_steps: int = 100
+    drop: float = 0.6
+    rates: dict[int, float] = field(default_factory=dict)
+    chosen: int | None = None
+
+    def fastest(self) -> int:
+        """The candidate with the highest measured speed (the fewest threads among equals)."""
+        return max(sorted(self.rates), key=lambda n: self.rates[n])
+
+    def next_probe(self) -> int | None:
+        """The next candidate without a measured speed in this round, or None when all have one."""
+        return next((n for n in self.candidates if n not in self.rates), None)
+
+    def should_reprobe(self, held_steps: int, rate: float) -> bool:
+        """After ``hold_steps``, or when the held setting runs at under ``drop`` of its probed speed."""
+        if self.chosen is None:
+            return False
+        return held_steps >= self.hold_steps or rate < self.drop * self.rates[self.chosen]
+
+
+class AdaptiveThreadsCallback(BaseCallback):
+    """
+    Set ``torch.set_num_threads`` to whichever of :func:`thread_candidates` trains fastest now.
+
+    Training goes on throughout: each candidate runs for ``probe_steps`` agent steps in turn (the
+    first ``warmup_steps`` after a switch are not timed), the fastest is kept for ``hold_steps``, then
+    all are probed again, so a machine that becomes busy (or quiet) is noticed. While a choice is
+    held, its speed is checked every ``probe_steps`` steps, and a drop below ``drop`` times its probed
+    speed starts a new probe at once. Probing starts only once SB3 trains (``learning_starts``), as
+    the update is what threads speed up. Logs ``time/torch_threads``.
+
+    The thread count can change the rounding of the convolutions' sums, so a run with this callback
+    is not bit-for-bit reproducible; pass a fixed ``--num-threads`` for that.
+
+    :param candidates: thread counts to choose from (default: :func:`thread_candidates`).
+    :param probe_steps: agent steps timed per candidate (1,000: ~10 s at ~100 steps/s).
+    :param hold_steps: agent steps a choice is kept before probing again (50,000).
+    :param warmup_steps: agent steps after a switch left out of the timing (100).
+    :param drop: fraction of the probed speed under which the choice is probed again early (0.6).
+    :param verbose: 1 prints each choice.
+    """
+
+    def __init__(
+        self,
+        candidates: list[int] | None = None,
+        probe_steps: int = 1000,
+        hold_steps: int = 50_000,
+        warmup_steps: int = 100,
+        drop: float = 0.6,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(verbose)
+        candidates = sorted(set(candidates or thread_candidates()))
+        if not candidates or candidates[0] < 1:
+            raise ValueError(f"AdaptiveThreadsCallback: candidates={candidates!r}; allowed: integers >= 1")
+        if probe_steps < 1 or hold_steps < 1 or warmup_steps < 0 or not 0 < drop < 1:
+            raise ValueError(
+                f"AdaptiveThreadsCallback: probe_steps={probe_steps}, hold_steps={hold_steps}, "
+                f"warmup_steps={warmup_steps}, drop={drop}; allowed: probe/hold >= 1, warmup >= 0, drop in (0, 1)"
+            )
+        self.choice = ThreadChoice(candidates, probe_steps, hold_steps, warmup_steps, drop)
+        self.history: list[tuple[int, int, float]] = []  #: (agent step, threads, steps/s) of every window
+        self._window_start: tuple[int, float] | None = None  # (agent step, time) the timing began
+        self._switched_at = 0
+        self._held_since = 0
+
+    def _switch(self, threads: int) -> None:
+        th.set_num_threads(threads)
+        self._switched_at = self.num_timesteps
+        self._window_start = None
+
+    def _on_training_start(self) -> None:
+        self._switch(self.choice.next_probe() or self.choice.candidates[0])
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps <= self.model.learning_starts:
+            self._switched_at = self.num_timesteps
+            return True
+        if self._window_start is None:
+            if self.num_timesteps - self._switched_at >= self.choice.warmup_steps:
+                self._window_start = (self.num_timesteps, time.perf_counter())
+            return True
+        steps = self.num_timesteps - self._window_start[0]
+        if steps < self.choice.probe_steps:
+            return True
+        rate = steps / max(time.perf_counter() - self._window_start[1], 1e-9)
+        threads = th.get_num_threads()
+        self.history.append((self.num_timesteps, threads, rate))
+        self.logger.record("time/torch_threads", threads)
+        if self.choice.chosen is None:  # probing
+            self.choice.rates[threads] = rate
+            probe = self.choice.next_probe()
+            if probe is not None:
+                self._switch(probe)
+            else:
+                self.choice.chosen = self.choice.fastest()
+                self._held_since = self.num_timesteps
+                if self.verbose:
+                    speeds = ", ".join(f"{n}: {r:.0f}" for n, r in sorted(self.choice.rates.items()))
+                    print(f"torch threads: {self.choice.chosen} (agent steps/s by threads: {speeds})")
+                self._switch(self.choice.chosen)
+        elif self.choice.should_reprobe(self.num_timesteps - self._held_since, rate):
+            self.choice.rates, self.choice.chosen = {}, None
+            self._switch(self.choice.next_probe())
+        else:
+            self._window_start = (self.num_timesteps, time.perf_counter())
+        return True
