@@ -38,13 +38,16 @@ class ThreadChoice:
     the speed measured when the choice was made.
 
     Speeds are agent steps per second of wall time, over a window that starts ``warmup_steps`` after
-    the switch (a new OpenMP team and cold caches make the first updates slower).
+    the switch (a new OpenMP team and cold caches make the first updates slower) and ends after
+    ``probe_steps`` steps or ``probe_seconds``, whichever comes first (a thread count that collapses
+    on a busy machine is not run for long).
     """
 
     candidates: list[int]
-    probe_steps: int = 1000
+    probe_steps: int = 500
+    probe_seconds: float = 10.0
     hold_steps: int = 50_000
-    warmup_steps: int = 100
+    warmup_steps: int = 40
     drop: float = 0.6
     rates: dict[int, float] = field(default_factory=dict)
     chosen: int | None = None
@@ -57,6 +60,10 @@ class ThreadChoice:
         """The next candidate without a measured speed in this round, or None when all have one."""
         return next((n for n in self.candidates if n not in self.rates), None)
 
+    def window_done(self, steps: int, seconds: float) -> bool:
+        """Whether a timing window of ``steps`` agent steps over ``seconds`` is long enough."""
+        return steps >= self.probe_steps or (steps > 0 and seconds >= self.probe_seconds)
+
     def should_reprobe(self, held_steps: int, rate: float) -> bool:
         """After ``hold_steps``, or when the held setting runs at under ``drop`` of its probed speed."""
         if self.chosen is None:
@@ -68,20 +75,21 @@ class AdaptiveThreadsCallback(BaseCallback):
     """
     Set ``torch.set_num_threads`` to whichever of :func:`thread_candidates` trains fastest now.
 
-    Training goes on throughout: each candidate runs for ``probe_steps`` agent steps in turn (the
-    first ``warmup_steps`` after a switch are not timed), the fastest is kept for ``hold_steps``, then
-    all are probed again, so a machine that becomes busy (or quiet) is noticed. While a choice is
-    held, its speed is checked every ``probe_steps`` steps, and a drop below ``drop`` times its probed
-    speed starts a new probe at once. Probing starts only once SB3 trains (``learning_starts``), as
+    Training goes on throughout: each candidate runs in turn for ``probe_steps`` agent steps or
+    ``probe_seconds``, whichever ends first (the first ``warmup_steps`` after a switch are not timed),
+    the fastest is kept for ``hold_steps``, then all are probed again, so a machine that becomes busy
+    (or quiet) is noticed. While a choice is held, its speed is checked over windows of the same
+    length, and a drop below ``drop`` times its probed speed starts a new probe at once. Probing starts only once SB3 trains (``learning_starts``), as
     the update is what threads speed up. Logs ``time/torch_threads``.
 
     The thread count can change the rounding of the convolutions' sums, so a run with this callback
     is not bit-for-bit reproducible; pass a fixed ``--num-threads`` for that.
 
     :param candidates: thread counts to choose from (default: :func:`thread_candidates`).
-    :param probe_steps: agent steps timed per candidate (1,000: ~10 s at ~100 steps/s).
+    :param probe_steps: agent steps timed per candidate (500: ~5 s at ~100 steps/s).
+    :param probe_seconds: seconds after which a window ends even short of ``probe_steps`` (10).
     :param hold_steps: agent steps a choice is kept before probing again (50,000).
-    :param warmup_steps: agent steps after a switch left out of the timing (100).
+    :param warmup_steps: agent steps after a switch left out of the timing (40: 10 updates).
     :param drop: fraction of the probed speed under which the choice is probed again early (0.6).
     :param verbose: 1 prints each choice.
     """
@@ -89,9 +97,10 @@ class AdaptiveThreadsCallback(BaseCallback):
     def __init__(
         self,
         candidates: list[int] | None = None,
-        probe_steps: int = 1000,
+        probe_steps: int = 500,
+        probe_seconds: float = 10.0,
         hold_steps: int = 50_000,
-        warmup_steps: int = 100,
+        warmup_steps: int = 40,
         drop: float = 0.6,
         verbose: int = 0,
     ) -> None:
@@ -99,12 +108,13 @@ class AdaptiveThreadsCallback(BaseCallback):
         candidates = sorted(set(candidates or thread_candidates()))
         if not candidates or candidates[0] < 1:
             raise ValueError(f"AdaptiveThreadsCallback: candidates={candidates!r}; allowed: integers >= 1")
-        if probe_steps < 1 or hold_steps < 1 or warmup_steps < 0 or not 0 < drop < 1:
+        if probe_steps < 1 or probe_seconds <= 0 or hold_steps < 1 or warmup_steps < 0 or not 0 < drop < 1:
             raise ValueError(
-                f"AdaptiveThreadsCallback: probe_steps={probe_steps}, hold_steps={hold_steps}, "
-                f"warmup_steps={warmup_steps}, drop={drop}; allowed: probe/hold >= 1, warmup >= 0, drop in (0, 1)"
+                f"AdaptiveThreadsCallback: probe_steps={probe_steps}, probe_seconds={probe_seconds}, "
+                f"hold_steps={hold_steps}, warmup_steps={warmup_steps}, drop={drop}; allowed: probe_steps, "
+                "hold_steps >= 1, probe_seconds > 0, warmup_steps >= 0, drop in (0, 1)"
             )
-        self.choice = ThreadChoice(candidates, probe_steps, hold_steps, warmup_steps, drop)
+        self.choice = ThreadChoice(candidates, probe_steps, probe_seconds, hold_steps, warmup_steps, drop)
         self.history: list[tuple[int, int, float]] = []  #: (agent step, threads, steps/s) of every window
         self._window_start: tuple[int, float] | None = None  # (agent step, time) the timing began
         self._switched_at = 0
@@ -127,9 +137,10 @@ class AdaptiveThreadsCallback(BaseCallback):
                 self._window_start = (self.num_timesteps, time.perf_counter())
             return True
         steps = self.num_timesteps - self._window_start[0]
-        if steps < self.choice.probe_steps:
+        seconds = time.perf_counter() - self._window_start[1]
+        if not self.choice.window_done(steps, seconds):
             return True
-        rate = steps / max(time.perf_counter() - self._window_start[1], 1e-9)
+        rate = steps / max(seconds, 1e-9)
         threads = th.get_num_threads()
         self.history.append((self.num_timesteps, threads, rate))
         self.logger.record("time/torch_threads", threads)

@@ -36,6 +36,9 @@ def test_choice_probes_each_candidate_then_keeps_the_fastest_until_hold_or_drop(
     assert not choice.should_reprobe(held_steps=999, rate=49.0)  # 49 > 0.6 * 80
     assert choice.should_reprobe(held_steps=999, rate=47.0)  # the machine got busy
     assert choice.should_reprobe(held_steps=1000, rate=80.0)  # time to look again
+    # a window ends at probe_steps, or earlier after probe_seconds (a collapsing count is cut short)
+    assert not choice.window_done(steps=499, seconds=9.9) and choice.window_done(steps=500, seconds=1.0)
+    assert choice.window_done(steps=3, seconds=10.0) and not choice.window_done(steps=0, seconds=60.0)
 
 
 def test_bad_settings_are_refused():
