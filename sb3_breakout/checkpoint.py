@@ -9,7 +9,10 @@ A checkpoint is a folder ``<run>/checkpoints/step_<N>/`` holding
   :class:`~sb3_breakout.buffers.FrameStackReplayBuffer`);
 - ``state.pkl``: the callbacks' state (running reward: episode count and last scores), the RNG
   states (python, numpy, torch, the action space's) and the step count;
-- ``monitor/``: copies of the run's Monitor CSVs as they were at step N.
+- ``monitor/``: copies of the run's Monitor CSVs as they were at step N;
+- ``manifest.json``: the size and CRC-32 of the three files above, written last, so that a resume
+  checks them by streaming each file once in constant memory instead of unpickling the replay
+  buffer (7 GB at 1M transitions) only to throw it away and load it again.
 
 It is written into ``step_<N>.tmp/`` and renamed into place (an atomic rename on POSIX), so a kill at
 any moment leaves the previous checkpoint intact; only the last ``keep`` checkpoints are kept.
@@ -17,12 +20,14 @@ any moment leaves the previous checkpoint intact; only the last ``keep`` checkpo
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
 import shutil
 import signal
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,8 @@ from sb3_breakout.callbacks import RunningRewardCallback
 
 CHECKPOINT_DIR = "checkpoints"
 FILES = ("model.zip", "replay_buffer.pkl", "state.pkl")
+MANIFEST = "manifest.json"
+_CHUNK = 16 << 20  # bytes read at a time for the checksums
 
 
 class CheckpointError(RuntimeError):
@@ -57,9 +64,25 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
+def file_digest(file: Path) -> dict[str, int]:
+    """Size and CRC-32 of a file, read in chunks (constant memory)."""
+    crc = 0
+    with open(file, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return {"bytes": file.stat().st_size, "crc32": crc}
+
+
+def write_manifest(folder: Path) -> None:
+    """Record the size and CRC-32 of each checkpoint file in ``folder/manifest.json``."""
+    (folder / MANIFEST).write_text(json.dumps({name: file_digest(folder / name) for name in FILES}, indent=1))
+
+
 def verify_checkpoint(path: Path) -> None:
     """
-    Check that every file of a checkpoint is there and readable, without loading the model.
+    Check that every file of a checkpoint is there and intact, without loading the model: against
+    ``manifest.json`` (sizes and CRC-32) when the checkpoint has one, else by reading the zip's CRCs
+    and unpickling the pickles (checkpoints written before manifests existed).
 
     :raises CheckpointError: naming the missing, truncated or corrupt file.
     """
@@ -67,6 +90,21 @@ def verify_checkpoint(path: Path) -> None:
         file = path / name
         if not file.is_file():
             raise CheckpointError(f"checkpoint file {file} is missing")
+    if (path / MANIFEST).is_file():
+        try:
+            expected = json.loads((path / MANIFEST).read_text())
+            entries = {name: (int(expected[name]["bytes"]), int(expected[name]["crc32"])) for name in FILES}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint file {path / MANIFEST} is corrupt ({type(exc).__name__})") from None
+        for name, (size, crc) in entries.items():
+            actual = file_digest(path / name)
+            if actual["bytes"] != size:
+                raise CheckpointError(
+                    f"checkpoint file {path / name} is truncated or corrupt ({actual['bytes']} bytes, expected {size})"
+                )
+            if actual["crc32"] != crc:
+                raise CheckpointError(f"checkpoint file {path / name} is truncated or corrupt (CRC-32 mismatch)")
+        return
     try:
         with zipfile.ZipFile(path / "model.zip") as archive:
             bad = archive.testzip()
@@ -220,6 +258,7 @@ class CheckpointCallback(BaseCallback):
         (tmp / "monitor").mkdir()
         for csv in self.run_dir.glob("*.monitor.csv"):
             shutil.copy2(csv, tmp / "monitor" / csv.name)
+        write_manifest(tmp)
         for file in tmp.rglob("*"):
             if file.is_file():
                 with open(file, "rb") as f:

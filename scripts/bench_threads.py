@@ -7,7 +7,9 @@ sb3_breakout's default training (``hyperparams/dqn.yml``, learning phase: train 
 the machine is, then beside ``--hog`` busy processes (each a pure-Python loop on one core, standing in
 for another training run). Each configuration runs in its own subprocess for ``--steps`` agent steps
 or ``--max-seconds``, whichever ends first, and prints agent steps/s; the ratios auto/1 and auto/all
-are taken within each condition.
+are taken within each condition. For auto it also prints the speed once its choice is made: in a
+long run the probes (two windows of at most ~10 s every 50,000 steps) are a small part of the time,
+in these short runs they are not.
 
     python scripts/bench_threads.py                    # ~8 minutes here
     python scripts/bench_threads.py --hog 1 --steps 2000
@@ -76,9 +78,13 @@ def child(threads: str, warmup: int, steps: int, max_seconds: float) -> None:
         model, _ = exp.setup_experiment()
         # the timer first: it starts the clock before the thread probe does anything
         model.learn(warmup + steps, callback=[timer, *callbacks])
-    chosen = [f"{n}@{step}" for step, n, _ in auto.history] if threads == "auto" else []
+    windows, held = [], None
+    if threads == "auto":  # the thread count of each timing window; the speed once a choice is held
+        windows = [f"{n}@{step}" for step, n, _ in auto.history]
+        after = [rate for step, n, rate in auto.history[len(auto.choice.candidates):]]
+        held = sum(after) / len(after) if after else None
     print(json.dumps({"steps_per_s": timer.rate(), "steps": timer.num_timesteps - timer.start,
-                      "windows": chosen[-6:]}))
+                      "windows": windows[-8:], "held_steps_per_s": held}))
 
 
 def main() -> None:
@@ -110,6 +116,8 @@ def main() -> None:
                 result = json.loads(out.stdout.strip().splitlines()[-1])
                 rates[mode] = result["steps_per_s"]
                 extra = f"  (thread windows: {' '.join(result['windows'])})" if result["windows"] else ""
+                if result["held_steps_per_s"]:
+                    extra += f"; {result['held_steps_per_s']:.1f} steps/s once chosen (probing excluded)"
                 print(f"{label:<28} threads {mode:<4} {rates[mode]:7.1f} steps/s over {result['steps']} steps{extra}",
                       flush=True)
             if "auto" in rates:

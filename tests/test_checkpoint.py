@@ -1,6 +1,8 @@
 """Checkpoints, resume after SIGKILL/SIGTERM, damaged checkpoints, determinism: real processes, real files."""
 
+import json
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import torch as th
 from stable_baselines3 import DQN
 
 from conftest import ENV, run_cli
-from sb3_breakout.checkpoint import list_checkpoints
+from sb3_breakout.checkpoint import CheckpointError, list_checkpoints, verify_checkpoint
 
 
 def start_training(tmp_path, conf, *extra):
@@ -137,3 +139,18 @@ def test_same_seed_same_run(tmp_path, small_conf):
     weights = [DQN.load(r / f"{ENV}.zip", device="cpu").policy.state_dict() for r in runs]
     for key in weights[0]:
         assert th.equal(weights[0][key], weights[1][key]), key
+
+
+def test_manifest_catches_a_flipped_byte_without_unpickling(tiny_run, tmp_path):
+    """A resume checks the files against manifest.json (sizes, CRC-32): a same-size bit flip is named."""
+    copy = tmp_path / "step_1000"
+    shutil.copytree(tiny_run / "checkpoints" / "step_1000", copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert set(manifest) == {"model.zip", "replay_buffer.pkl", "state.pkl"}
+    verify_checkpoint(copy)  # intact
+    buffer_pkl = copy / "replay_buffer.pkl"
+    data = bytearray(buffer_pkl.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    buffer_pkl.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"replay_buffer\.pkl is truncated or corrupt \(CRC-32 mismatch\)"):
+        verify_checkpoint(copy)
