@@ -128,10 +128,11 @@ def test_damaged_checkpoints_are_named_and_the_earlier_one_is_used(tmp_path, sma
 
 
 def test_same_seed_same_run(tmp_path, small_conf):
+    """Same seed and a fixed thread count (``--num-threads auto`` may change it mid-run): the same run."""
     runs = []
     for folder in ("a", "b"):
         result = run_cli(["-m", "sb3_breakout.train", "-conf", str(small_conf), "-f", folder, "-n", "1000",
-                          "--seed", "11", "--save-freq", "0", "--device", "cpu"], cwd=tmp_path)
+                          "--seed", "11", "--save-freq", "0", "--device", "cpu", "--num-threads", "1"], cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         runs.append(tmp_path / folder / "dqn" / f"{ENV}_1")
     scores = [[line.split(",")[0] for line in (r / "0.monitor.csv").read_text().splitlines()[2:]] for r in runs]
