@@ -28,6 +28,9 @@ failed after ``--grace-period`` seconds and runs it again (Optuna's
 ``RetryHeartbeatStaleTrialCallback``); a worker with nothing left to start waits for trials still
 running elsewhere, so that the study is complete when a worker ends. Journal files have no heartbeat.
 
+The search space is :mod:`sb3_breakout.search_space`; storages, the claim lock and trial counts are
+:mod:`sb3_breakout.study_storage`; this module is the objective, the worker loop, the outputs and the CLI.
+
 Exit status: 0 done, 1 the study has no completed trial, 2 bad input (nothing opened or written),
 130 interrupted (the running trial is recorded as failed).
 """
@@ -35,8 +38,6 @@ Exit status: 0 done, 1 the study has no completed trial, 2 bad input (nothing op
 from __future__ import annotations
 
 import argparse
-import copy
-import hashlib
 import importlib.util
 import json
 import math
@@ -45,7 +46,6 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ from typing import Any
 import optuna
 import yaml
 from optuna.exceptions import ExperimentalWarning
-from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 from rl_zoo3.callbacks import TrialEvalCallback
 from rl_zoo3.utils import StoreDict
@@ -61,13 +61,26 @@ from rl_zoo3.utils import StoreDict
 from sb3_breakout import checkpoint as ckpt
 from sb3_breakout import config as cfg
 from sb3_breakout.envs import ENV_ID
+from sb3_breakout.search_space import (
+    Param,
+    apply_values,
+    check_space,
+    load_search_space,
+    space_spec,
+    without_running_reward,
+)
+from sb3_breakout.study_storage import (
+    ClaimLock,
+    StorageSpec,
+    TrialCounts,
+    count_trials,
+    make_claim_lock,
+    open_storage,
+    parse_storage,
+)
 from sb3_breakout.train import BreakoutExperimentManager, check_env, check_memory, check_writable
 
 ALGO = "dqn"
-#: The search space every study starts from; ``--search-space`` changes parameters of it.
-DEFAULT_SEARCH_SPACE = cfg.HYPERPARAMS_DIR / "dqn_search_space.yml"
-#: Names of :class:`sb3_breakout.callbacks.LinearEpsilonCallback`'s arguments, tuned in its YAML entry.
-EPSILON_KEYS = ("random_steps", "decay_steps", "initial_eps", "final_eps")
 #: Study user attributes written by this module.
 SETTINGS_ATTR = "sb3_breakout.settings"
 SPACE_ATTR = "sb3_breakout.search_space"
@@ -78,574 +91,6 @@ SAMPLERS = ("tpe", "random", "cmaes", "qmc", "gp")
 #: Python packages a sampler needs beyond Optuna's own.
 SAMPLER_PACKAGES = {"cmaes": ("cmaes",), "qmc": ("scipy",), "gp": ("scipy",)}
 PRUNERS = ("median", "halving", "hyperband", "nop", "none")
-
-
-# ==================================================================================== search space
-@dataclass(frozen=True)
-class Domain:
-    """What values a tunable hyperparameter accepts."""
-
-    integer: bool
-    test: Callable[[float], bool]
-    allowed: str
-    #: A stricter test for the ends of a range (values allowed only as single choices, e.g. -1).
-    range_test: Callable[[float], bool] | None = None
-
-
-def tunable_domains() -> dict[str, Domain]:
-    """
-    The hyperparameters a search space may name: the numeric ones :func:`sb3_breakout.config.validate_entry`
-    checks (except ``n_timesteps``, the trial budget, and DQN's ``exploration_*``, which the epsilon
-    callback overrides), ``train_freq``, and the epsilon callback's arguments.
-    """
-    skip = {"n_timesteps", "exploration_fraction", "exploration_initial_eps", "exploration_final_eps"}
-    domains = {key: Domain(key in cfg.INTEGER_KEYS, test, allowed) for key, test, allowed in cfg.RANGES
-               if key not in skip}
-    domains["gradient_steps"] = Domain(True, lambda v: v >= 1 or v == -1, "an integer >= 1, or -1",
-                                       range_test=lambda v: v >= 1)
-    domains["train_freq"] = Domain(True, lambda v: v >= 1, "an integer >= 1")
-    domains["random_steps"] = Domain(True, lambda v: v >= 0, "an integer >= 0 (agent steps)")
-    domains["decay_steps"] = Domain(True, lambda v: v >= 1, "an integer >= 1 (agent steps)")
-    domains["initial_eps"] = Domain(False, lambda v: 0 <= v <= 1, "a number in [0, 1]")
-    domains["final_eps"] = Domain(False, lambda v: 0 <= v <= 1, "a number in [0, 1]")
-    return domains
-
-
-@dataclass(frozen=True)
-class Param:
-    """
-    One parameter of the search space.
-
-    ``kind`` is ``"range"`` (``low``..``high``, optionally ``log`` or ``step``), ``"choices"`` or
-    ``"fixed"`` (``value``, not sampled but written into every trial's entry).
-    """
-
-    name: str
-    kind: str
-    integer: bool = False
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: tuple[Any, ...] = ()
-    value: Any = None
-
-    def suggest(self, trial: optuna.Trial) -> Any:
-        """This parameter's value in ``trial`` (sampled, or the retried trial's own)."""
-        if self.kind == "fixed":
-            return self.value
-        if self.kind == "choices":
-            return trial.suggest_categorical(self.name, list(self.choices))
-        if self.integer:
-            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1),
-                                     log=self.log)
-        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
-
-    def bounds(self) -> tuple[float, float]:
-        """Smallest and largest value this parameter can take."""
-        if self.kind == "fixed":
-            return self.value, self.value
-        if self.kind == "choices":
-            return min(self.choices), max(self.choices)
-        return self.low, self.high
-
-    def spec(self) -> Any:
-        """The YAML form: a value, a list of choices or ``{low, high[, log][, step]}``."""
-        if self.kind == "fixed":
-            return self.value
-        if self.kind == "choices":
-            return list(self.choices)
-        spec: dict[str, Any] = {"low": self.low, "high": self.high}
-        if self.log:
-            spec["log"] = True
-        if self.step is not None:
-            spec["step"] = self.step
-        return spec
-
-
-def _number(raw: Any, what: str, domain: Domain, where: str) -> int | float:
-    """A YAML value as a number of the domain's type (``"1e-5"``, which YAML reads as text, included)."""
-    value = raw
-    if isinstance(raw, str):
-        try:
-            value = float(raw)
-        except ValueError:
-            value = raw
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise cfg.ConfigError(f"{what}={raw!r} in {where} is not allowed: must be {domain.allowed}")
-    if domain.integer:
-        if float(value) != int(value):
-            raise cfg.ConfigError(f"{what}={raw!r} in {where} is not allowed: must be {domain.allowed}")
-        return int(value)
-    return float(value)
-
-
-def parse_param(name: str, raw: Any, where: str, domains: dict[str, Domain] | None = None) -> Param | None:
-    """
-    One line of a search-space file as a :class:`Param` (None for ``null``: not tuned).
-
-    :param where: the file, for messages.
-    :raises ConfigError: an unknown name, a malformed spec, a value or range the hyperparameter does
-        not accept.
-    """
-    domains = domains or tunable_domains()
-    if name not in domains:
-        raise cfg.ConfigError(f"unknown search-space parameter {name!r} in {where}: allowed are "
-                              f"{', '.join(sorted(domains))}")
-    domain = domains[name]
-    what = f"search space {name}"
-    if raw is None:
-        return None
-    if isinstance(raw, list):
-        if not raw:
-            raise cfg.ConfigError(f"{what} in {where}: a list of choices must not be empty")
-        choices = tuple(_number(v, what, domain, where) for v in raw)
-        for v in choices:
-            if not domain.test(v):
-                raise cfg.ConfigError(f"{what}={v!r} in {where} is not allowed: must be {domain.allowed}")
-        if len(set(choices)) != len(choices):
-            raise cfg.ConfigError(f"{what}={raw!r} in {where}: choices must be different")
-        return Param(name, "choices", domain.integer, choices=choices)
-    if isinstance(raw, dict):
-        unknown = sorted(set(raw) - {"low", "high", "log", "step"})
-        if unknown or "low" not in raw or "high" not in raw:
-            raise cfg.ConfigError(f"{what} in {where} must be {{low: A, high: B}} with optional log: true or "
-                                  f"step: S, got {raw!r}")
-        low, high = (_number(raw[end], f"{what} {end}", domain, where) for end in ("low", "high"))
-        log = raw.get("log", False)
-        if not isinstance(log, bool):
-            raise cfg.ConfigError(f"{what} log={log!r} in {where} must be true or false")
-        step = None if raw.get("step") is None else _number(raw["step"], f"{what} step", domain, where)
-        test = domain.range_test or domain.test
-        for end, v in (("low", low), ("high", high)):
-            if not test(v):
-                allowed = domain.allowed if domain.range_test is None else "an integer >= 1 (or -1 in a list)"
-                raise cfg.ConfigError(f"{what} {end}={v!r} in {where} is not allowed: must be {allowed}")
-        if low > high:
-            raise cfg.ConfigError(f"{what} in {where}: low={low!r} is larger than high={high!r}")
-        if log and low <= 0:
-            raise cfg.ConfigError(f"{what} in {where}: a log range needs low > 0, got low={low!r}")
-        if log and step is not None:
-            raise cfg.ConfigError(f"{what} in {where}: use either log or step, not both")
-        if step is not None and step <= 0:
-            raise cfg.ConfigError(f"{what} in {where}: step={step!r} must be > 0")
-        return Param(name, "range", domain.integer, low=low, high=high, log=log, step=step)
-    if isinstance(raw, (int, float, str)) and not isinstance(raw, bool):
-        value = _number(raw, what, domain, where)
-        if not domain.test(value):
-            raise cfg.ConfigError(f"{what}={value!r} in {where} is not allowed: must be {domain.allowed}")
-        return Param(name, "fixed", domain.integer, value=value)
-    raise cfg.ConfigError(f"{what}={raw!r} in {where} must be a value, a list of choices or "
-                          "{low: A, high: B}")
-
-
-def _read_space_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise cfg.ConfigError(f"cannot read search-space file {str(path)!r}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise cfg.ConfigError(f"search-space file {str(path)!r} is not valid YAML{line}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise cfg.ConfigError(f"search-space file {str(path)!r} must map parameter names to ranges, "
-                              f"got {type(data).__name__}")
-    return data
-
-
-def load_search_space(override: str | Path | None = None,
-                      default: str | Path = DEFAULT_SEARCH_SPACE) -> dict[str, Param]:
-    """
-    The search space: ``default`` with the parameters of ``override`` replaced (a value fixes one,
-    a range or list narrows or widens it, ``null`` takes it out of the search).
-
-    :raises ConfigError: see :func:`parse_param`.
-    """
-    domains = tunable_domains()
-    space: dict[str, Param] = {}
-    for path in (default, override):
-        if path is None:
-            continue
-        for name, raw in _read_space_file(path).items():
-            param = parse_param(str(name), raw, repr(str(path)), domains)
-            if param is None:
-                space.pop(str(name), None)
-            else:
-                space[str(name)] = param
-    return space
-
-
-def space_spec(space: dict[str, Param]) -> dict[str, Any]:
-    """The search space in its YAML form (stored with the study)."""
-    return {name: param.spec() for name, param in space.items()}
-
-
-def _callback_entries(entry: dict[str, Any]) -> list[Any]:
-    value = entry.get("callback", [])
-    return list(value) if isinstance(value, list) else [value]
-
-
-def _callback_name(item: Any) -> str:
-    return next(iter(item)) if isinstance(item, dict) else str(item)
-
-
-def _epsilon_kwargs(entry: dict[str, Any]) -> dict[str, Any] | None:
-    """The epsilon callback's keyword arguments in ``entry`` (None if it has none)."""
-    for item in _callback_entries(entry):
-        if _callback_name(item).endswith("." + "LinearEpsilonCallback"):
-            return dict((item[_callback_name(item)] or {}) if isinstance(item, dict) else {})
-    return None
-
-
-def entry_value(entry: dict[str, Any], name: str) -> Any:
-    """A hyperparameter's value in ``entry``: epsilon arguments are read from the callback's entry."""
-    if name in EPSILON_KEYS:
-        from sb3_breakout.callbacks import LinearEpsilonCallback
-
-        kwargs = _epsilon_kwargs(entry) or {}
-        default = LinearEpsilonCallback().schedule
-        return kwargs.get(name, getattr(default, name))
-    return entry.get(name)
-
-
-def check_space(space: dict[str, Param], entry: dict[str, Any]) -> None:
-    """
-    Refuse a search space that the entry cannot train with: epsilon parameters without the epsilon
-    callback, ``batch_size`` above ``buffer_size``, ``final_eps`` above ``initial_eps``.
-
-    :raises ConfigError: one line naming the parameters.
-    """
-    eps_names = [name for name in space if name in EPSILON_KEYS]
-    if eps_names and _epsilon_kwargs(entry) is None:
-        raise cfg.ConfigError(f"search space {eps_names[0]} needs "
-                              "sb3_breakout.callbacks.LinearEpsilonCallback in the entry's callback list")
-
-    def bounds(name: str, default: float) -> tuple[float, float]:
-        if name in space:
-            return space[name].bounds()
-        value = entry_value(entry, name)
-        return (value, value) if value is not None else (default, default)
-
-    batch, buffer = bounds("batch_size", 32), bounds("buffer_size", 1_000_000)
-    if batch[1] > buffer[0]:
-        raise cfg.ConfigError(f"search space: batch_size up to {batch[1]} is larger than buffer_size from "
-                              f"{buffer[0]}")
-    final, initial = bounds("final_eps", 0.1), bounds("initial_eps", 1.0)
-    if final[1] > initial[0]:
-        raise cfg.ConfigError(f"search space: final_eps up to {final[1]} is larger than initial_eps from "
-                              f"{initial[0]}")
-
-
-def apply_values(entry: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``entry`` with ``values`` merged in; epsilon arguments go into the epsilon callback."""
-    entry = copy.deepcopy(entry)
-    eps = {k: v for k, v in values.items() if k in EPSILON_KEYS}
-    entry.update({k: v for k, v in values.items() if k not in EPSILON_KEYS})
-    if eps:
-        callbacks = _callback_entries(entry)
-        for i, item in enumerate(callbacks):
-            name = _callback_name(item)
-            if name.endswith(".LinearEpsilonCallback"):
-                kwargs = dict(item[name] or {}) if isinstance(item, dict) else {}
-                callbacks[i] = {name: {**kwargs, **eps}}
-        entry["callback"] = callbacks
-    return entry
-
-
-def without_running_reward(entry: dict[str, Any]) -> dict[str, Any]:
-    """
-    ``entry`` without :class:`~sb3_breakout.callbacks.RunningRewardCallback`: in a trial it would print
-    a line every 10,000 steps and end training once "solved", before the trial's last evaluation.
-    """
-    entry = copy.deepcopy(entry)
-    if "callback" in entry:
-        entry["callback"] = [c for c in _callback_entries(entry)
-                             if not _callback_name(c).endswith(".RunningRewardCallback")]
-    return entry
-
-
-# ========================================================================================= storage
-@dataclass(frozen=True)
-class StorageSpec:
-    """Where the study lives: a database URL (RDB) or a journal file's path."""
-
-    url: str
-    journal: bool = False
-
-    @property
-    def display(self) -> str:
-        """The URL with its password hidden."""
-        if self.journal:
-            return self.url
-        from sqlalchemy.engine import make_url
-
-        return make_url(self.url).render_as_string(hide_password=True)
-
-    @property
-    def backend(self) -> str:
-        if self.journal:
-            return "journal"
-        from sqlalchemy.engine import make_url
-
-        return make_url(self.url).get_backend_name()
-
-    @property
-    def heartbeat_supported(self) -> bool:
-        """Optuna records heartbeats in RDB storages only."""
-        return not self.journal
-
-
-#: pip packages of the database drivers SQLAlchemy imports.
-DRIVER_PACKAGES = {"psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "pymysql": "PyMySQL",
-                   "MySQLdb": "mysqlclient", "asyncpg": "asyncpg", "pg8000": "pg8000"}
-STORAGE_FORMS = ("postgresql://user:password@host:5432/database, mysql+pymysql://user@host/database, "
-                 "sqlite:///path/file.db, or a journal file path ending in .log")
-
-
-def parse_storage(value: str | None, log_folder: str | Path) -> StorageSpec:
-    """
-    The ``--storage`` value, checked without connecting: a database URL (any SQLAlchemy URL whose
-    driver is installed) or a journal file (a path ending in ``.log``). None: the SQLite file
-    ``<log folder>/optuna.db``.
-
-    ``postgresql://`` uses psycopg2 when SQLAlchemy's default driver (psycopg 3) is not installed.
-
-    :raises ConfigError: a malformed URL, an unknown database, a missing driver, in-memory SQLite.
-    """
-    if value is None:
-        return StorageSpec(f"sqlite:///{Path(log_folder) / 'optuna.db'}")
-    if "://" not in value:
-        if value.endswith(".log"):
-            path = Path(value)
-            check_writable(str(path.parent))
-            if path.exists() and not path.is_file():
-                raise cfg.ConfigError(f"journal storage {value!r} is not a file")
-            return StorageSpec(value, journal=True)
-        raise cfg.ConfigError(f"malformed storage {value!r}: expected a database URL such as {STORAGE_FORMS}")
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        url = make_url(value)
-    except (ArgumentError, ValueError):
-        raise cfg.ConfigError(f"malformed storage URL {value!r}: expected {STORAGE_FORMS}") from None
-    shown = url.render_as_string(hide_password=True)
-    try:
-        dialect = url.get_dialect()
-    except NoSuchModuleError:
-        hint = " (SQLAlchemy calls it postgresql://)" if url.get_backend_name() == "postgres" else ""
-        raise cfg.ConfigError(f"unknown database {url.drivername!r} in storage URL {shown!r}{hint}: expected "
-                              f"{STORAGE_FORMS}") from None
-    try:
-        dialect.import_dbapi()
-    except ImportError as exc:
-        if url.drivername == "postgresql" and importlib.util.find_spec("psycopg2") is not None:
-            url = url.set(drivername="postgresql+psycopg2")
-            value = url.render_as_string(hide_password=False)
-        else:
-            package = DRIVER_PACKAGES.get(exc.name or "", exc.name)
-            raise cfg.ConfigError(f"storage URL {shown!r} needs the database driver {exc.name}: "
-                                  f"pip install {package}") from None
-    if url.get_backend_name() == "sqlite":
-        database = url.database or ""
-        if database in ("", ":memory:") or url.host:
-            raise cfg.ConfigError(f"storage URL {value!r} names no SQLite file: use "
-                                  "sqlite:///relative/path.db or sqlite:////absolute/path.db (an in-memory "
-                                  "study would be lost)")
-        if not Path(database).parent.is_dir():
-            folder = str(Path(database).parent)
-            raise cfg.ConfigError(f"storage URL {shown!r}: folder {folder!r} does not exist")
-    return StorageSpec(value)
-
-
-def open_storage(spec: StorageSpec, heartbeat_interval: int, grace_period: int | None,
-                 max_retry: int | None) -> BaseStorage:
-    """
-    Optuna's storage for ``spec``: ``RDBStorage`` with a heartbeat every ``heartbeat_interval``
-    seconds (0: none) whose stale trials are failed and retried up to ``max_retry`` times
-    (``RetryHeartbeatStaleTrialCallback``), or ``JournalStorage`` on a ``JournalFileBackend``.
-    """
-    if spec.journal:
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        return JournalStorage(JournalFileBackend(spec.url))
-    engine_kwargs: dict[str, Any] = (
-        {"connect_args": {"timeout": 60}} if spec.backend == "sqlite" else {"pool_pre_ping": True}
-    )
-    heartbeat: dict[str, Any] = {}
-    if heartbeat_interval > 0:
-        heartbeat = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
-    return RDBStorage(spec.url, engine_kwargs=engine_kwargs, **heartbeat)
-
-
-# ==================================================================================== trial claims
-class ClaimLock:
-    """
-    A lock shared by every worker of a storage, held from counting a study's trials until Optuna
-    has created the next one. This base class is the no-op used where no lock is known.
-    """
-
-    held = False
-
-    def acquire(self) -> None:
-        self.held = True
-
-    def release(self) -> None:
-        """Release if held (safe to call twice)."""
-        self.held = False
-
-
-class FileClaimLock(ClaimLock):
-    """``flock`` on a file beside the SQLite database (one machine); released when the process dies."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        import fcntl
-
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        self._fd, self.held = fd, True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            import fcntl
-
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-        self._fd, self.held = None, False
-
-
-class JournalClaimLock(ClaimLock):
-    """Optuna's ``JournalFileOpenLock`` (NFS-safe) on ``<journal>.claim``; a dead holder's expires in 30 s."""
-
-    def __init__(self, journal_path: str) -> None:
-        from optuna.storages.journal import JournalFileOpenLock
-
-        self._lock = JournalFileOpenLock(journal_path + ".claim", grace_period=30)
-
-    def acquire(self) -> None:
-        self._lock.acquire()
-        self.held = True
-
-    def release(self) -> None:
-        if self.held:
-            try:
-                self._lock.release()
-            except RuntimeError:  # forcibly released by another worker after the grace period
-                pass
-        self.held = False
-
-
-class ServerClaimLock(ClaimLock):
-    """A named lock of the database server on its own connection (PostgreSQL advisory, MySQL GET_LOCK)."""
-
-    NAME = "sb3_breakout.tune"
-    KEY = int.from_bytes(hashlib.sha256(NAME.encode()).digest()[:8], "big", signed=True)
-
-    def __init__(self, url: str) -> None:
-        from sqlalchemy import create_engine
-        from sqlalchemy.pool import NullPool
-
-        self.engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-        postgres = self.engine.dialect.name == "postgresql"
-        self._acquire = "SELECT pg_advisory_lock(:key)" if postgres else "SELECT GET_LOCK(:name, -1)"
-        self._release = "SELECT pg_advisory_unlock(:key)" if postgres else "SELECT RELEASE_LOCK(:name)"
-        self._conn: Any = None
-
-    def acquire(self) -> None:
-        from sqlalchemy import text
-
-        self._conn = self.engine.connect()
-        self._conn.execute(text(self._acquire), {"key": self.KEY, "name": self.NAME})
-        self.held = True
-
-    def release(self) -> None:
-        if self._conn is not None:
-            from sqlalchemy import text
-
-            try:
-                self._conn.execute(text(self._release), {"key": self.KEY, "name": self.NAME})
-            finally:
-                self._conn.close()  # closing the session releases the lock in any case
-        self._conn, self.held = None, False
-
-
-def make_claim_lock(spec: StorageSpec) -> ClaimLock:
-    """The lock all workers of ``spec`` share (a warning and no lock for other databases)."""
-    if spec.journal:
-        return JournalClaimLock(spec.url)
-    backend = spec.backend
-    if backend == "sqlite":
-        from sqlalchemy.engine import make_url
-
-        return FileClaimLock(f"{make_url(spec.url).database}.tune.lock")
-    if backend in ("postgresql", "mysql", "mariadb"):
-        return ServerClaimLock(spec.url)
-    print(f"warning: no lock between workers on {backend}: concurrent workers may run a few trials more than "
-          "--n-trials", file=sys.stderr)
-    return ClaimLock()
-
-
-@dataclass
-class TrialCounts:
-    """
-    A study's trials by state. A failed trial that the heartbeat retried is ``retried``, not
-    ``failed``: its retry takes its place.
-    """
-
-    complete: int = 0
-    pruned: int = 0
-    failed: int = 0
-    retried: int = 0
-    running: int = 0
-    waiting: int = 0
-
-    @property
-    def finished(self) -> int:
-        """Trials that count towards ``--n-trials``."""
-        return self.complete + self.pruned + self.failed
-
-    @property
-    def claimed(self) -> int:
-        """Finished trials plus those running or queued (a queued retry will run)."""
-        return self.finished + self.running + self.waiting
-
-    def summary(self) -> str:
-        """``(C complete, P pruned, F failed[, R retried]), N running[, W queued]``."""
-        return (f"({self.complete} complete, {self.pruned} pruned, {self.failed} failed"
-                + (f", {self.retried} retried" if self.retried else "") + f"), {self.running} running"
-                + (f", {self.waiting} queued" if self.waiting else ""))
-
-
-def count_trials(trials: list[FrozenTrial]) -> TrialCounts:
-    """Count ``trials`` (``study.get_trials()``) as :class:`TrialCounts`."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        superseded = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
-    counts = TrialCounts()
-    for t in trials:
-        if t.state == TrialState.COMPLETE:
-            counts.complete += 1
-        elif t.state == TrialState.PRUNED:
-            counts.pruned += 1
-        elif t.state == TrialState.FAIL:
-            if t.number in superseded:
-                counts.retried += 1
-            else:
-                counts.failed += 1
-        elif t.state == TrialState.RUNNING:
-            counts.running += 1
-        elif t.state == TrialState.WAITING:
-            counts.waiting += 1
-    return counts
 
 
 # ========================================================================================== trials

@@ -17,10 +17,10 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import ENV, run_cli
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from conftest import ENV, run_cli
 from sb3_breakout import config as cfg
 from sb3_breakout import tune
 
@@ -323,53 +323,3 @@ def test_raising_trials_are_failed_and_the_study_goes_on(tmp_path, monkeypatch):
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
     assert "negative dimension" in study.trials[0].user_attrs["fail_reason"]
     assert tune.count_trials(study.trials).finished == 2
-
-
-# ------------------------------------------------------------------------------------ in-process
-def test_search_space_is_narrowed_fixed_and_dropped_from_yaml(tmp_path):
-    override = tmp_path / "narrow.yml"
-    override.write_text("learning_rate: {low: 1.0e-4, high: 2.0e-4, log: true}\nbatch_size: 64\ngamma: null\n"
-                        "train_freq: [4]\nfinal_eps: {low: 0.01, high: 0.05, step: 0.01}\n")
-    default = tune.load_search_space()
-    space = tune.load_search_space(override)
-    assert set(default) - set(space) == {"gamma"}
-    assert space["learning_rate"] == tune.Param("learning_rate", "range", False, low=1e-4, high=2e-4,
-                                                log=True)
-    assert space["batch_size"].kind == "fixed" and space["batch_size"].value == 64
-    assert space["buffer_size"] == default["buffer_size"]
-    entry = cfg.load_entry(cfg.default_config("dqn"), ENV)
-    tune.check_space(space, entry)
-    merged = tune.apply_values(entry, {"learning_rate": 1.5e-4, "final_eps": 0.02, "random_steps": 7})
-    assert merged["learning_rate"] == 1.5e-4 and entry["learning_rate"] == 2.5e-4
-    eps = next(iter(merged["callback"][0].values()))
-    assert eps == dict(random_steps=7, decay_steps=1_000_000, initial_eps=1.0, final_eps=0.02)
-
-
-@pytest.mark.parametrize("text, message", [
-    ("gamma: {low: 0.9, high: 1.5}", "gamma high=1.5"),
-    ("learning_rate: {low: 1.0e-3, high: 1.0e-5, log: true}", "low=0.001 is larger than high=1e-05"),
-    ("max_grad_norm: {low: 0, high: 1, log: true}", "max_grad_norm"),
-    ("buffer_size: 1000.5", "buffer_size=1000.5"),
-    ("train_freq: []", "must not be empty"),
-    ("batch_size: {low: 32}", "{low: A, high: B}"),
-])
-def test_bad_ranges_are_named(tmp_path, text, message):
-    path = tmp_path / "bad.yml"
-    path.write_text(text + "\n")
-    with pytest.raises(cfg.ConfigError, match=None) as info:
-        tune.load_search_space(path)
-    assert message in str(info.value) and "\n" not in str(info.value)
-
-
-def test_retried_failures_do_not_count():
-    """A trial failed by the heartbeat and retried is replaced by its retry; other failures count."""
-    study = optuna.create_study()
-    fail = optuna.trial.create_trial(state=TrialState.FAIL)
-    study.add_trial(fail)  # 0: failed by the heartbeat, then retried as 1
-    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING,
-                                              system_attrs={"failed_trial": 0, "retry_history": [0]}))
-    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))  # 2: raised
-    study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=1.0))
-    counts = tune.count_trials(study.get_trials())
-    assert (counts.failed, counts.retried, counts.waiting, counts.complete) == (1, 1, 1, 1)
-    assert counts.finished == 2 and counts.claimed == 3
