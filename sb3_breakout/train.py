@@ -298,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     if resume_dir is None:
         print(f"Training {args.algo} on {args.env} (profile {args.profile or cfg.DEFAULT_PROFILE}), seed {args.seed}")
     model, _ = exp_manager.setup_experiment()
+    print(f"PyTorch device: {model.device}")
     run_dir = Path(exp_manager.save_path)
     running = next((c for c in exp_manager.callbacks if isinstance(c, RunningRewardCallback)), None)
     if state is not None:

@@ -32,6 +32,7 @@ import torch as th
 
 EPS = 0.1
 BATCH = 32
+DEVICE = "cpu"  # (b) and (c) only: --device cuda times them on a GPU; (a), (d), (e) are CPU figures
 
 
 def peak_rss_mb() -> float:
@@ -140,7 +141,7 @@ def run_sb3_zoo(warmup: int, steps: int) -> float:
     env = make_breakout_env("deepmind", seed=0)
     model = DQN("CnnPolicy", env, buffer_size=100_000, learning_rate=1e-4, batch_size=BATCH, learning_starts=BATCH,
                 target_update_interval=1000, train_freq=4, gradient_steps=1, exploration_initial_eps=EPS,
-                exploration_final_eps=EPS, optimize_memory_usage=False, seed=0, device="cpu")
+                exploration_final_eps=EPS, optimize_memory_usage=False, seed=0, device=DEVICE)
     touch_buffer(model.replay_buffer)
     timer = StepTimer(warmup)
     model.learn(warmup + steps, callback=timer)
@@ -159,7 +160,7 @@ def run_ours(warmup: int, steps: int, overrides: dict) -> float:
     with tempfile.TemporaryDirectory() as log:
         exp = BreakoutExperimentManager(ap.Namespace(), "dqn", "BreakoutNoFrameskip-v4", log, seed=0, verbose=0,
                                         n_timesteps=warmup + steps, eval_freq=-1, hyperparams=overrides,
-                                        device="cpu", config=str(default_config("dqn")))
+                                        device=DEVICE, config=str(default_config("dqn")))
         model, _ = exp.setup_experiment()
         touch_buffer(model.replay_buffer)
         timer = StepTimer(warmup)
@@ -233,7 +234,9 @@ CONFIGS = {
 }
 
 
-def child(name: str, warmup: int, steps: int, threads: int) -> None:
+def child(name: str, warmup: int, steps: int, threads: int, device: str) -> None:
+    global DEVICE
+    DEVICE = device
     th.set_num_threads(threads)
     if name == "a":
         rate = run_notebook(warmup, steps)
@@ -249,18 +252,29 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000, help="timed agent steps per configuration")
     parser.add_argument("--warmup", type=int, default=500, help="learning-phase steps before timing")
     parser.add_argument("--threads", type=int, default=th.get_num_threads(), help="torch threads")
-    parser.add_argument("--only", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--only", nargs="+", choices=list(CONFIGS),
+                        help="configurations to time (default: all; on cuda all but a)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where (b) and (c) train (default: cpu); (a) and the hardware figures stay on the CPU")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.device == "cuda" and not th.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA GPU here; allowed: cpu")
+    if args.only is None:
+        args.only = [name for name in CONFIGS if args.device == "cpu" or name != "a"]
+    if args.device == "cuda" and "a" in args.only:
+        parser.error("--only a: the notebook loop runs on the CPU only; drop it with --device cuda")
     if args.child:
-        child(args.child, args.warmup, args.steps, args.threads)
+        child(args.child, args.warmup, args.steps, args.threads, args.device)
         return
 
-    print(f"torch {th.__version__}, {args.threads} threads, {args.steps} timed steps after {args.warmup}, eps {EPS}")
+    where = th.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    print(f"torch {th.__version__}, {where}, {args.threads} threads, {args.steps} timed steps after {args.warmup}, "
+          f"eps {EPS}")
     results = {}
     for name in args.only:
         out = subprocess.run([sys.executable, __file__, "--child", name, "--steps", str(args.steps),
-                              "--warmup", str(args.warmup), "--threads", str(args.threads)],
+                              "--warmup", str(args.warmup), "--threads", str(args.threads), "--device", args.device],
                              capture_output=True, text=True, check=True)
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
         r = results[name]
@@ -271,6 +285,8 @@ def main() -> None:
             if base in results:
                 print(f"ratio c/{base}: {results['c']['steps_per_s'] / results[base]['steps_per_s']:.2f}")
 
+    if args.device != "cpu":
+        return
     th.set_num_threads(args.threads)
     fastest = dict(features_extractor_class=__import__("sb3_breakout.torch_layers", fromlist=["x"]).NatureCNN,
                    net_arch=[], optimizer_kwargs=dict(fused=True))

@@ -267,3 +267,25 @@ def test_dqn_learns_with_the_compact_buffer():
     model.train(gradient_steps=1, batch_size=32)
     assert np.isfinite(model.logger.name_to_value["train/loss"])
     env.close()
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="needs a CUDA GPU (runs on a machine with one)")
+def test_samples_on_the_gpu_equal_the_plain_buffer_on_the_cpu():
+    """The compact buffer on ``device="cuda"`` (what DQN gives it on a GPU) returns the same batches."""
+    env = make_breakout_env("deepmind", n_envs=2, seed=3, max_agent_steps=60)
+    plain = NStepReplayBuffer(600, env.observation_space, env.action_space, "cpu", n_envs=2, n_steps=3, gamma=0.9)
+    compact = FrameStackReplayBuffer(600, env.observation_space, env.action_space, "cuda", n_envs=2,
+                                     n_steps=3, gamma=0.9)
+    for obs, next_obs, actions, rewards, dones, infos in transitions(env, 800, seed=2):
+        plain.add(obs, next_obs, actions, rewards, dones, infos)
+        compact.add(obs, next_obs, actions, rewards, dones, infos)
+    env.close()
+    batch_inds = np.resize(valid_positions(compact), 512)
+    np.random.seed(0)
+    expected = plain._get_samples(batch_inds)
+    np.random.seed(0)
+    got = compact._get_samples(batch_inds)
+    for field in ReplayBufferSamples._fields:
+        want, have = getattr(expected, field), getattr(got, field)
+        assert have.device.type == "cuda", field
+        assert th.equal(have.cpu(), want), field

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch as th
 import yaml
 from stable_baselines3 import DQN
 
@@ -184,3 +185,19 @@ def test_diverging_training_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     for checkpoint in checkpoints:
         model = DQN.load(checkpoint / "model.zip", device="cpu")
         assert all(bool(p.isfinite().all()) for p in model.policy.parameters())
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="needs a CUDA GPU (runs on a machine with one)")
+def test_trains_on_the_gpu_and_resumes_on_the_cpu(tmp_path, small_conf):
+    """``--device auto`` takes the GPU; its checkpoint (optimizer and replay buffer too) resumes on a CPU."""
+    run_dir = tmp_path / "logs" / "dqn" / f"{ENV}_1"
+    first = run(["-m", "sb3_breakout.train", "-conf", str(small_conf), "-f", "logs", "-n", "800",
+                 "--save-freq", "400", "--seed", "1", "--no-progress"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "PyTorch device: cuda" in first.stdout
+    resumed = run(["-m", "sb3_breakout.train", "--resume", str(run_dir), "-n", "1200", "--device", "cpu",
+                   "--no-progress"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "PyTorch device: cpu" in resumed.stdout and "from step_800: step 800 of 1200" in resumed.stdout
+    model = DQN.load(run_dir / f"{ENV}.zip", device="cpu")
+    assert model.num_timesteps == 1200 and next(model.q_net.parameters()).device.type == "cpu"
