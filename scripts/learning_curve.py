@@ -34,7 +34,7 @@ import numpy as np
 from sb3_breakout import config as cfg
 from sb3_breakout import evaluate as ev
 from sb3_breakout import plot as pl
-from sb3_breakout.checkpoint import list_checkpoints
+from sb3_breakout.checkpoint import checkpoint_root, list_checkpoints
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "zoo_dqn_breakout_curve.csv"
 MILESTONES = (100_000, 250_000, 500_000, 1_000_000)
@@ -44,11 +44,37 @@ GREEDY_FILE = "greedy_eval.csv"
 # ----------------------------------------------------------------------------- greedy checks
 def greedy_done(run_dir: Path) -> dict[int, list[float]]:
     """Greedy scores already measured, by agent step."""
+    return {step: scores for step, (_, scores) in greedy_rows(run_dir).items()}
+
+
+def greedy_rows(run_dir: Path) -> dict[int, tuple[float, list[float]]]:
+    """
+    Greedy checks by agent step: (where the point goes on the curves' x axis, scores).
+
+    The curves' x axis counts Monitor frames / 4, like the reference (it includes the frames of the
+    no-ops and FIREs of resets, ~8% more than agent steps); a check sits at the Monitor frames / 4 of
+    the games its checkpoint had finished (``monitor_step``, exact up to the one game in progress).
+    Rows written before that column existed take it from the checkpoint if it is still on disk, else
+    sit at their agent step.
+    """
     path = run_dir / GREEDY_FILE
     if not path.exists():
         return {}
+    rows = {}
     with open(path) as f:
-        return {int(row["step"]): [float(s) for s in row["scores"].split()] for row in csv.DictReader(f)}
+        for row in csv.DictReader(f):
+            step = int(row["step"])
+            x = row.get("monitor_step") or monitor_step(checkpoint_root(run_dir) / f"step_{step}") or step
+            rows[step] = (float(x), [float(v) for v in row["scores"].split()])
+    return rows
+
+
+def monitor_step(checkpoint: Path) -> float | None:
+    """Monitor frames / 4 of the games finished when ``checkpoint`` was written (its Monitor copies)."""
+    try:
+        return float(pl.load_run(checkpoint / "monitor").steps[-1])
+    except cfg.ConfigError:  # no such checkpoint any more, or no game finished yet
+        return None
 
 
 def greedy_check(run_dir: Path, step: int, games: int, seed: int = 0) -> list[float]:
@@ -59,12 +85,19 @@ def greedy_check(run_dir: Path, step: int, games: int, seed: int = 0) -> list[fl
     results = ev.play_games(model, lambda: ev.make_game_env(target, protocol.max_frames, protocol.noop_max), protocol)
     scores = [r.score for r in results]
     path = run_dir / GREEDY_FILE
-    new = not path.exists()
+    if path.exists():  # a file begun by an older version keeps its columns
+        with open(path) as f:
+            columns = next(csv.reader(f))
+    else:
+        columns = ["step", "monitor_step", "mean", "std", "scores"]
+    x = monitor_step(checkpoint_root(run_dir) / f"step_{step}")
+    values = dict(step=step, monitor_step="" if x is None else f"{x:.0f}", mean=f"{np.mean(scores):.2f}",
+                  std=f"{np.std(scores):.2f}", scores=" ".join(f"{s:g}" for s in scores))
     with open(path, "a", newline="") as f:
         writer = csv.writer(f)
-        if new:
-            writer.writerow(["step", "mean", "std", "scores"])
-        writer.writerow([step, f"{np.mean(scores):.2f}", f"{np.std(scores):.2f}", " ".join(f"{s:g}" for s in scores)])
+        if f.tell() == 0:
+            writer.writerow(columns)
+        writer.writerow([values[c] for c in columns])
     print(f"greedy check at step {step}: {np.mean(scores):.1f} ± {np.std(scores):.1f} over {games} games", flush=True)
     return scores
 
@@ -135,12 +168,14 @@ def report(run_dirs: list[Path], out: Path, reference_path: Path | None, names: 
     names = names or [d.name for d in run_dirs]
     curves = [(name, pl.load_run(d)) for name, d in zip(names, run_dirs)]
     reference = pl.read_reference(str(reference_path)) if reference_path and reference_path.exists() else None
-    greedy = {name: greedy_done(d) for name, d in zip(names, run_dirs)}
+    rows = {name: greedy_rows(d) for name, d in zip(names, run_dirs)}
+    greedy = {name: {step: scores for step, (_, scores) in points.items()} for name, points in rows.items()}
+    on_axis = {name: {x: scores for x, scores in points.values()} for name, points in rows.items()}
     out.mkdir(parents=True, exist_ok=True)
     max_steps = max(curve.steps[-1] for _, curve in curves)
     pl.plot([(name, [curve]) for name, curve in curves], out / "learning_curve.png", reference=reference,
             reference_label="RL Zoo DQN (rl-trained-agents)", max_steps=max_steps,
-            greedy={name: points for name, points in greedy.items() if points})
+            greedy={name: points for name, points in on_axis.items() if points})
     (out / "learning_curve.md").write_text(table(curves, reference, greedy))
     print((out / "learning_curve.md").read_text())
     print(f"wrote {out / 'learning_curve.png'}")

@@ -21,6 +21,11 @@ def test_follow_then_report(tiny_run, tmp_path):
     assert learning_curve.main(["follow", str(run), "--eval-every", "1000", "--eval-games", "1"]) == 0
     greedy = learning_curve.greedy_done(run)
     assert sorted(greedy) == [1000, 2000] and all(len(scores) == 1 for scores in greedy.values())
+    # each point sits where its checkpoint's finished games put it on the Monitor axis, like the curves
+    rows = learning_curve.greedy_rows(run)
+    for step in (1000, 2000):
+        finished = learning_curve.pl.load_run(run / "checkpoints" / f"step_{step}" / "monitor").steps[-1]
+        assert rows[step][0] == round(finished) and step - 600 < rows[step][0] <= step * 1.2
     # a second follow does not evaluate the same checkpoints again
     assert learning_curve.main(["follow", str(run), "--eval-every", "1000", "--eval-games", "1"]) == 0
     assert len((run / learning_curve.GREEDY_FILE).read_text().splitlines()) == 1 + 2
