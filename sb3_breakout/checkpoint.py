@@ -169,7 +169,9 @@ class CheckpointCallback(BaseCallback):
     that a resumed run continues exactly from there. On SIGINT/SIGTERM the current rollout
     finishes, a checkpoint is written and training stops (``interrupted`` is then True). Every step the last logged ``train/loss`` is checked, and the
     weights before each checkpoint: a NaN or inf raises :class:`TrainingDivergedError` and no
-    checkpoint is written, so the last good one stays.
+    checkpoint is written, so the last good one stays. (The loss is the Huber loss of the sampled
+    Q-values against their targets, so a non-finite Q-value makes it non-finite; with finite weights
+    and uint8 frames the Q-values are finite.)
 
     :param run_dir: the run folder (RL Zoo's ``<log>/<algo>/<env>_<id>``).
     :param save_freq: agent steps (all envs together) between checkpoints; <= 0 only on signals.
@@ -263,9 +265,12 @@ class CheckpointCallback(BaseCallback):
             if file.is_file():
                 with open(file, "rb") as f:
                     os.fsync(f.fileno())
-        if final.exists():
-            shutil.rmtree(final)
+        replaced = root / f"step_{self.num_timesteps}.replaced"  # a second save at the same step (resumed,
+        if final.exists():  # then stopped at once): the old copy is moved aside, never deleted before the new
+            shutil.rmtree(replaced, ignore_errors=True)  # one is in place; neither name is listed as a checkpoint
+            os.rename(final, replaced)
         os.rename(tmp, final)
+        shutil.rmtree(replaced, ignore_errors=True)
         for old in list_checkpoints(self.run_dir)[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         self._pending = False

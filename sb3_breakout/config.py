@@ -207,8 +207,13 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
 
     if "policy" in entry and not isinstance(entry["policy"], str):
         raise ConfigError(f"policy={entry['policy']!r} must be a policy name such as CnnPolicy or a class path")
-    if isinstance(entry.get("policy"), str) and "." in entry["policy"]:
-        resolve(entry["policy"], "policy")
+    if isinstance(entry.get("policy"), str):
+        aliases = getattr(ALGOS[algo], "policy_aliases", {})
+        if "." in entry["policy"]:
+            resolve(entry["policy"], "policy")
+        elif entry["policy"] not in aliases:
+            raise ConfigError(f"policy={entry['policy']!r} is not a {ALGOS[algo].__name__} policy: choose one of "
+                              f"{', '.join(sorted(aliases))} or a class path")
     for key in ("policy_kwargs", "replay_buffer_class", "replay_buffer_kwargs"):
         if isinstance(entry.get(key), str):
             try:  # evaluated where and as RL Zoo evaluates it

@@ -42,7 +42,9 @@ from sb3_breakout.envs import ENV_ID
 class BreakoutExperimentManager(ExperimentManager):
     """
     RL Zoo's ``ExperimentManager`` that reads the entry of a *profile* (or, when resuming, the run's
-    own ``config.yml``), writes files atomically, and never rewrites a resumed run's config.
+    own ``config.yml``), never rewrites a resumed run's config, and writes the final model to a
+    temporary name renamed into place. (``config.yml``/``args.yml`` are written by RL Zoo, once, into
+    the new run folder, where there is nothing to overwrite.)
     """
 
     def __init__(self, *args: Any, profile: str | None = None, resume_dir: Path | None = None,
@@ -215,6 +217,31 @@ def parse_threads(value: str | int) -> str | int:
     return threads
 
 
+def read_run_file(path: Path, resume: str) -> dict[str, Any]:
+    """A run's ``config.yml`` or ``args.yml`` (RL Zoo writes the latter as a python OrderedDict)."""
+    if not path.is_file():
+        raise cfg.ConfigError(f"--resume {resume!r} is not a run folder: {path} is missing")
+    try:
+        with open(path) as f:
+            content = yaml.load(f, Loader=yaml.UnsafeLoader)
+        return dict(content or {})
+    except (yaml.YAMLError, OSError, TypeError, ValueError) as exc:
+        reason = str(exc).replace("\n", " ")
+        raise cfg.ConfigError(f"--resume {resume!r}: {path} is damaged ({type(exc).__name__}: {reason})") from None
+
+
+#: settings a resumed run takes from its ``args.yml`` unless given again on the command line
+RESUMED_ARGS = ("algo", "profile", "seed", "n_timesteps", "tensorboard_log", "log_interval", "verbose",
+                "save_freq", "keep_checkpoints")
+
+
+def restore_args(args: argparse.Namespace, saved: dict[str, Any]) -> None:
+    defaults = build_parser().parse_args([])
+    for key in RESUMED_ARGS:
+        if key in saved and getattr(args, key) == getattr(defaults, key):
+            setattr(args, key, saved[key])
+
+
 def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path | None]:
     """
     Everything that can be refused, before anything is written: the hyperparameter entry, the env,
@@ -228,10 +255,11 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path
     resume_dir = checkpoint = None
     if args.resume:
         resume_dir = Path(args.resume)
-        config_file = resume_dir / args.env / "config.yml"
-        if not config_file.is_file():
-            raise cfg.ConfigError(f"--resume {args.resume!r} is not a run folder: {config_file} is missing")
-        entry = yaml.safe_load(config_file.read_text())
+        if args.hyperparams:
+            raise cfg.ConfigError(f"-params {' '.join(f'{k}:{v}' for k, v in args.hyperparams.items())} is not allowed with --resume: a resumed "
+                                  "run keeps its config.yml (start a new run to change hyperparameters)")
+        entry = read_run_file(resume_dir / args.env / "config.yml", args.resume)
+        restore_args(args, read_run_file(resume_dir / args.env / "args.yml", args.resume))
         try:
             checkpoint, skipped = ckpt.latest_valid_checkpoint(resume_dir)
         except ckpt.CheckpointError as exc:
@@ -257,13 +285,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    if resume_dir is not None:  # the original run's settings, unless given again on this command line
-        with open(resume_dir / args.env / "args.yml") as f:  # RL Zoo writes it as a python OrderedDict
-            saved = dict(yaml.load(f, Loader=yaml.UnsafeLoader) or {})
-        defaults = build_parser().parse_args([])
-        for key in ("algo", "profile", "seed", "n_timesteps", "tensorboard_log", "log_interval", "verbose"):
-            if key in saved and getattr(args, key) == getattr(defaults, key):
-                setattr(args, key, saved[key])
     if args.progress is None:
         args.progress = sys.stdout.isatty()
     if args.seed < 0:

@@ -14,6 +14,7 @@ import torch as th
 from stable_baselines3 import DQN
 
 from conftest import ENV, run_cli
+from sb3_breakout import train
 from sb3_breakout.checkpoint import CheckpointError, list_checkpoints, verify_checkpoint
 
 
@@ -55,9 +56,11 @@ def test_sigkill_then_resume_continues_the_run(tmp_path, small_conf):
     with open(checkpoint / "replay_buffer.pkl", "rb") as f:
         buffer_at_checkpoint = pickle.load(f)
 
-    resumed = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir), "--save-freq", "300"], cwd=tmp_path)
+    resumed = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir)], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"from step_{step}: step {step} of 1500" in resumed.stdout
+    # --save-freq 300 and --keep-checkpoints 2 come back from args.yml (the default would be 100,000)
+    assert [c.name for c in list_checkpoints(run_dir)] == ["step_1200", "step_1500"]
     final = DQN.load(run_dir / f"{ENV}.zip", device="cpu")
     assert final.num_timesteps == 1500
     # epsilon continues the schedule (a restarted one would be at expected_eps(1500 - step))
@@ -155,3 +158,40 @@ def test_manifest_catches_a_flipped_byte_without_unpickling(tiny_run, tmp_path):
     buffer_pkl.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match=r"replay_buffer\.pkl is truncated or corrupt \(CRC-32 mismatch\)"):
         verify_checkpoint(copy)
+
+
+def _damage_config(run_dir):
+    (run_dir / ENV / "config.yml").write_text("buffer_size: [5000\n")
+
+
+def _drop_args(run_dir):
+    (run_dir / ENV / "args.yml").unlink()
+
+
+def _drop_checkpoints(run_dir):
+    shutil.rmtree(run_dir / "checkpoints")
+
+
+# (id, damage done to a copy of a finished run, extra CLI args, words the one-line message must contain)
+BAD_RESUMES = [
+    ("damaged config.yml", _damage_config, [], ["config.yml is damaged"]),
+    ("missing args.yml", _drop_args, [], ["args.yml is missing"]),
+    ("no checkpoint", _drop_checkpoints, [], ["no checkpoint"]),
+    ("-params on resume", None, ["-params", "learning_rate:0.1"], ["-params learning_rate:0.1", "config.yml"]),
+]
+
+
+@pytest.mark.parametrize("case, damage, extra, words", BAD_RESUMES, ids=[c[0] for c in BAD_RESUMES])
+def test_bad_resume_is_refused_and_the_run_stays_as_it_is(case, damage, extra, words, tiny_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    if damage is not None:
+        damage(run_dir)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    status = train.main(["--resume", str(run_dir), "-n", "3000", "--no-progress", *extra])
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert err.count("\n") == 0 and err.startswith("error: "), err
+    for word in words:
+        assert word in err, (word, err)
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before

@@ -121,7 +121,8 @@ BAD_INPUTS = [
     ("bad wrapper profile", dict(env_wrapper=[{"sb3_breakout.wrappers.breakout_preprocessing": {"profile": "atari"}}]),
      [], ["unknown profile 'atari'"]),
     ("unknown profile entry", {}, ["--profile", "fast2"], ["no entry 'BreakoutNoFrameskip-v4-fast2'", "deepmind"]),
-    ("unknown env id", {}, ["--env", "BreakoutNoFrameskip-v9"], ["'BreakoutNoFrameskip-v9'"]),
+    ("no entry for the env id", {}, ["--env", "BreakoutNoFrameskip-v9"], ["'BreakoutNoFrameskip-v9'"]),
+    ("policy name", dict(policy="NoSuchPolicy"), [], ["policy='NoSuchPolicy'", "CnnPolicy"]),
     ("buffer too big for RAM", dict(buffer_size=100_000_000, replay_buffer_class=None), [],
      ["needs 5646.8 GB", "available", "FrameStackReplayBuffer"]),
     ("n_steps beside a buffer class", dict(n_steps=3), [], ["n_steps=3", "replay_buffer_kwargs"]),
@@ -160,6 +161,18 @@ def test_bad_input_is_refused_before_anything_is_written(case, overrides, extra,
     for word in words:
         assert word in err, (word, err)
     assert snapshot(tmp_path) == before
+
+
+def test_unknown_env_id_is_a_one_line_error(tmp_path):
+    """An entry exists for the id, but gymnasium has no such env: refused before the run folder is made."""
+    conf = tmp_path / "conf.yml"
+    conf.write_text(yaml.safe_dump({"BreakoutNoFrameskip-v9": small_entry()}))
+    result = run(["-m", "sb3_breakout.train", "-conf", str(conf), "--env", "BreakoutNoFrameskip-v9", "-f", "logs"],
+                 cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "unknown env id 'BreakoutNoFrameskip-v9'" in result.stderr
+    assert not (tmp_path / "logs").exists()
 
 
 def test_missing_roms_are_a_one_line_error(tmp_path):
