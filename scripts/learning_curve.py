@@ -14,7 +14,8 @@ evaluation protocol of ``sb3_breakout.evaluate``, 108,000-frame cap), and the sc
 ``<run>/greedy_eval.csv``. ``report`` writes ``learning_curve.png`` (score of each training game and
 its running mean over 100 games against agent steps, the reference curve dashed, the greedy checks as
 points with their standard deviation, and training speed below) and ``learning_curve.md`` (our running
-mean against the reference at 100k, 250k, 500k and 1M steps, whatever the run reached).
+mean against the reference at 100k, 250k, 500k and 1M steps, whatever the run reached); for a single
+run it copies the run's Monitor CSVs and ``greedy_eval.csv`` beside them (``report <out>`` redraws it).
 
 The reference is ``../shared/reference/zoo_dqn_breakout_curve.csv``: agent steps and the mean true
 score of the last 100 training games of the RL Zoo's DQN (rl-trained-agents), by default.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import subprocess
 import sys
 import time
@@ -177,6 +179,10 @@ def report(run_dirs: list[Path], out: Path, reference_path: Path | None, names: 
             reference_label="RL Zoo DQN (rl-trained-agents)", max_steps=max_steps,
             greedy={name: points for name, points in on_axis.items() if points})
     (out / "learning_curve.md").write_text(table(curves, reference, greedy))
+    if len(run_dirs) == 1 and out.resolve() != run_dirs[0].resolve():  # the run's small artefacts beside them,
+        for file in [*run_dirs[0].glob("*.monitor.csv"), run_dirs[0] / GREEDY_FILE]:  # so the report can be
+            if file.is_file():  # made again from ``out`` alone (the model and checkpoints stay behind)
+                shutil.copy2(file, out / file.name)
     print((out / "learning_curve.md").read_text())
     print(f"wrote {out / 'learning_curve.png'}")
 

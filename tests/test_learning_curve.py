@@ -38,6 +38,12 @@ def test_follow_then_report(tiny_run, tmp_path):
     table = (out / "learning_curve.md").read_text()
     assert "| agent steps | tiny (running mean of 100 games) | RL Zoo DQN (reference) |" in table
     assert "Greedy check of tiny at 1,000 steps" in table and "Greedy check of tiny at 2,000 steps" in table
+    # the run's small artefacts are copied beside the report, which can be made again from them alone
+    assert (out / "0.monitor.csv").read_bytes() == (run / "0.monitor.csv").read_bytes()
+    assert (out / learning_curve.GREEDY_FILE).read_bytes() == (run / learning_curve.GREEDY_FILE).read_bytes()
+    assert learning_curve.main(["report", str(out), "--names", "tiny", "--reference", str(reference),
+                                "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "learning_curve.md").read_text() == table
 
 
 def test_reference_and_milestones():
