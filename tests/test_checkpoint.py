@@ -119,6 +119,9 @@ def test_damaged_checkpoints_are_named_and_the_earlier_one_is_used(tmp_path, sma
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert str(model_zip) in resumed.stderr and "truncated or corrupt" in resumed.stderr
     assert f"from {older.name}" in resumed.stdout
+    # the resumed run (--save-freq 400 from args.yml) wrote step_800 again, in place of the damaged one
+    assert [c.name for c in list_checkpoints(run_dir)] == [older.name, newer.name]
+    verify_checkpoint(newer)
 
     for checkpoint in list_checkpoints(run_dir):  # now damage every checkpoint
         (checkpoint / "state.pkl").write_bytes(b"\x80\x04garbage")
@@ -126,7 +129,7 @@ def test_damaged_checkpoints_are_named_and_the_earlier_one_is_used(tmp_path, sma
     refused = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir)], cwd=tmp_path)
     assert refused.returncode == 2
     assert refused.stderr.count("\n") == 1 and "no usable checkpoint" in refused.stderr
-    assert str(older / "state.pkl") in refused.stderr and str(model_zip) in refused.stderr
+    assert str(older / "state.pkl") in refused.stderr and str(newer / "state.pkl") in refused.stderr
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
