@@ -217,13 +217,16 @@ def parse_threads(value: str | int) -> str | int:
     return threads
 
 
-def read_run_file(path: Path, resume: str) -> dict[str, Any]:
-    """A run's ``config.yml`` or ``args.yml`` (RL Zoo writes the latter as a python OrderedDict)."""
+def read_run_file(path: Path, resume: str, loader: type = yaml.SafeLoader) -> dict[str, Any]:
+    """
+    A run's ``config.yml`` or ``args.yml`` as a dict. ``args.yml`` needs ``yaml.UnsafeLoader``: RL Zoo
+    writes it as a python OrderedDict; ``config.yml`` is plain YAML and is read with the safe loader.
+    """
     if not path.is_file():
         raise cfg.ConfigError(f"--resume {resume!r} is not a run folder: {path} is missing")
     try:
         with open(path) as f:
-            content = yaml.load(f, Loader=yaml.UnsafeLoader)
+            content = yaml.load(f, Loader=loader)
         return dict(content or {})
     except (yaml.YAMLError, OSError, TypeError, ValueError) as exc:
         reason = str(exc).replace("\n", " ")
@@ -256,10 +259,11 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path
     if args.resume:
         resume_dir = Path(args.resume)
         if args.hyperparams:
-            raise cfg.ConfigError(f"-params {' '.join(f'{k}:{v}' for k, v in args.hyperparams.items())} is not allowed with --resume: a resumed "
-                                  "run keeps its config.yml (start a new run to change hyperparameters)")
+            given = " ".join(f"{key}:{value}" for key, value in args.hyperparams.items())
+            raise cfg.ConfigError(f"-params {given} is not allowed with --resume: a resumed run keeps its "
+                                  "config.yml (start a new run to change hyperparameters)")
         entry = read_run_file(resume_dir / args.env / "config.yml", args.resume)
-        restore_args(args, read_run_file(resume_dir / args.env / "args.yml", args.resume))
+        restore_args(args, read_run_file(resume_dir / args.env / "args.yml", args.resume, yaml.UnsafeLoader))
         try:
             checkpoint, skipped = ckpt.latest_valid_checkpoint(resume_dir)
         except ckpt.CheckpointError as exc:
