@@ -37,6 +37,13 @@ class ThreadChoice:
     keep the fastest for ``hold_steps``, and probe again early if the speed falls below ``drop`` times
     the speed measured when the choice was made.
 
+    The drop test guards only against the machine getting busy. A choice of fewer threads than the
+    most (made while something else ran) cannot see the machine get quiet again: 1 thread runs about
+    as fast either way. So such a choice is held for ``short_hold_steps`` first, doubled each time a
+    probe confirms it, up to ``hold_steps``: a few minutes of tests or a greedy check beside a long
+    run no longer cost it ``hold_steps`` at the slow setting, and a machine that stays busy is probed
+    about as rarely as before.
+
     Speeds are agent steps per second of wall time, over a window that starts ``warmup_steps`` after
     the switch (a new OpenMP team and cold caches make the first updates slower) and ends after
     ``probe_steps`` steps or ``probe_seconds``, whichever comes first (a thread count that collapses
@@ -49,8 +56,26 @@ class ThreadChoice:
     hold_steps: int = 50_000
     warmup_steps: int = 40
     drop: float = 0.6
+    short_hold_steps: int = 10_000
     rates: dict[int, float] = field(default_factory=dict)
     chosen: int | None = None
+    hold: int = 0  #: agent steps the current choice is kept before the next probe
+    previous: int | None = None  #: the choice before the current probe round
+
+    def choose(self) -> int:
+        """End a probe round: keep the fastest candidate and set how long it is held."""
+        self.chosen = self.fastest()
+        if self.chosen == max(self.candidates):
+            self.hold = self.hold_steps
+        elif self.chosen == self.previous:  # confirmed: look again less often
+            self.hold = min(2 * self.hold, self.hold_steps)
+        else:
+            self.hold = min(self.short_hold_steps, self.hold_steps)
+        return self.chosen
+
+    def reprobe(self) -> None:
+        """Start a new probe round (the current choice is remembered for :meth:`choose`)."""
+        self.previous, self.chosen, self.rates = self.chosen, None, {}
 
     def fastest(self) -> int:
         """The candidate with the highest measured speed (the fewest threads among equals)."""
@@ -65,10 +90,10 @@ class ThreadChoice:
         return steps >= self.probe_steps or (steps > 0 and seconds >= self.probe_seconds)
 
     def should_reprobe(self, held_steps: int, rate: float) -> bool:
-        """After ``hold_steps``, or when the held setting runs at under ``drop`` of its probed speed."""
+        """After :attr:`hold` steps, or when the held setting runs at under ``drop`` of its probed speed."""
         if self.chosen is None:
             return False
-        return held_steps >= self.hold_steps or rate < self.drop * self.rates[self.chosen]
+        return held_steps >= self.hold or rate < self.drop * self.rates[self.chosen]
 
 
 class AdaptiveThreadsCallback(BaseCallback):
@@ -77,7 +102,8 @@ class AdaptiveThreadsCallback(BaseCallback):
 
     Training goes on throughout: each candidate runs in turn for ``probe_steps`` agent steps or
     ``probe_seconds``, whichever ends first (the first ``warmup_steps`` after a switch are not timed),
-    the fastest is kept for ``hold_steps``, then all are probed again, so a machine that becomes busy
+    the fastest is kept for ``hold_steps`` (fewer threads than the most: ``short_hold_steps`` at
+    first, see :class:`ThreadChoice`), then all are probed again, so a machine that becomes busy
     (or quiet) is noticed. While a choice is held, its speed is checked over windows of the same
     length, and a drop below ``drop`` times its probed speed starts a new probe at once. Probing starts only once SB3 trains (``learning_starts``), as
     the update is what threads speed up. Logs ``time/torch_threads``.
@@ -89,6 +115,7 @@ class AdaptiveThreadsCallback(BaseCallback):
     :param probe_steps: agent steps timed per candidate (500: ~5 s at ~100 steps/s).
     :param probe_seconds: seconds after which a window ends even short of ``probe_steps`` (10).
     :param hold_steps: agent steps a choice is kept before probing again (50,000).
+    :param short_hold_steps: the first hold of a choice of fewer threads than the most (10,000).
     :param warmup_steps: agent steps after a switch left out of the timing (40: 10 updates).
     :param drop: fraction of the probed speed under which the choice is probed again early (0.6).
     :param verbose: 1 prints each choice.
@@ -102,19 +129,23 @@ class AdaptiveThreadsCallback(BaseCallback):
         hold_steps: int = 50_000,
         warmup_steps: int = 40,
         drop: float = 0.6,
+        short_hold_steps: int = 10_000,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
         candidates = sorted(set(candidates or thread_candidates()))
         if not candidates or candidates[0] < 1:
             raise ValueError(f"AdaptiveThreadsCallback: candidates={candidates!r}; allowed: integers >= 1")
-        if probe_steps < 1 or probe_seconds <= 0 or hold_steps < 1 or warmup_steps < 0 or not 0 < drop < 1:
+        if (probe_steps < 1 or probe_seconds <= 0 or hold_steps < 1 or short_hold_steps < 1 or warmup_steps < 0
+                or not 0 < drop < 1):
             raise ValueError(
                 f"AdaptiveThreadsCallback: probe_steps={probe_steps}, probe_seconds={probe_seconds}, "
-                f"hold_steps={hold_steps}, warmup_steps={warmup_steps}, drop={drop}; allowed: probe_steps, "
-                "hold_steps >= 1, probe_seconds > 0, warmup_steps >= 0, drop in (0, 1)"
+                f"hold_steps={hold_steps}, short_hold_steps={short_hold_steps}, warmup_steps={warmup_steps}, "
+                f"drop={drop}; allowed: probe_steps, hold_steps, short_hold_steps >= 1, probe_seconds > 0, "
+                "warmup_steps >= 0, drop in (0, 1)"
             )
-        self.choice = ThreadChoice(candidates, probe_steps, probe_seconds, hold_steps, warmup_steps, drop)
+        self.choice = ThreadChoice(candidates, probe_steps, probe_seconds, hold_steps, warmup_steps, drop,
+                                   short_hold_steps)
         self.history: list[tuple[int, int, float]] = []  #: (agent step, threads, steps/s) of every window
         self._window_start: tuple[int, float] | None = None  # (agent step, time) the timing began
         self._switched_at = 0
@@ -150,14 +181,14 @@ class AdaptiveThreadsCallback(BaseCallback):
             if probe is not None:
                 self._switch(probe)
             else:
-                self.choice.chosen = self.choice.fastest()
+                self.choice.choose()
                 self._held_since = self.num_timesteps
                 if self.verbose:
                     speeds = ", ".join(f"{n}: {r:.0f}" for n, r in sorted(self.choice.rates.items()))
                     print(f"torch threads: {self.choice.chosen} (agent steps/s by threads: {speeds})")
                 self._switch(self.choice.chosen)
         elif self.choice.should_reprobe(self.num_timesteps - self._held_since, rate):
-            self.choice.rates, self.choice.chosen = {}, None
+            self.choice.reprobe()
             self._switch(self.choice.next_probe())
         else:
             self._window_start = (self.num_timesteps, time.perf_counter())

@@ -9,12 +9,14 @@ curve with the RL Zoo's published DQN run on Breakout.
     python scripts/learning_curve.py report runs/dqn/BreakoutNoFrameskip-v4_1 --out docs/curves
 
 ``train`` runs ``python -m sb3_breakout.train`` with ``--save-freq`` = ``--eval-every`` (100,000) and
-follows the run: every new checkpoint's agent plays ``--eval-games`` full games at epsilon 0.05 (the
-evaluation protocol of ``sb3_breakout.evaluate``, 108,000-frame cap), and the scores go to
+follows the run (at nice 19 on one torch thread, so the checks do not slow training): every new
+checkpoint's agent plays ``--eval-games`` full games at epsilon 0.05 (the evaluation protocol of
+``sb3_breakout.evaluate``, 108,000-frame cap), and the scores go to
 ``<run>/greedy_eval.csv``. ``report`` writes ``learning_curve.png`` (score of each training game and
 its running mean over 100 games against agent steps, the reference curve dashed, the greedy checks as
 points with their standard deviation, and training speed below) and ``learning_curve.md`` (our running
-mean against the reference at 100k, 250k, 500k and 1M steps, whatever the run reached); for a single
+mean against the reference at 100k, 250k, 500k and 1M steps, whatever the run reached, and where each
+running mean first passed ``--solved-at``, 40: the notebooks' "solved"); for a single
 run it copies the run's Monitor CSVs and ``greedy_eval.csv`` beside them (``report <out>`` redraws it).
 
 The reference is ``../shared/reference/zoo_dqn_breakout_curve.csv``: agent steps and the mean true
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -32,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch as th
 
 from sb3_breakout import config as cfg
 from sb3_breakout import evaluate as ev
@@ -148,7 +152,43 @@ def ours_at(curve: pl.RunCurve, step: int, window: int = 100) -> float | None:
     return float(upto.running_mean(window)[-1]) if len(upto.steps) else None
 
 
-def table(curves: list[tuple[str, pl.RunCurve]], reference, greedy: dict[str, dict[int, list[float]]]) -> str:
+def first_above(curve: pl.RunCurve, threshold: float, window: int = 100) -> tuple[float, int] | None:
+    """
+    Where the running mean of ``window`` training games first exceeds ``threshold`` (the notebooks'
+    "solved" is > 40 over 100 games): the agent steps and the number of games by then, or None.
+    Only full windows count, so a lucky first game is not "solved" (the notebooks average the
+    games they have).
+    """
+    above = np.flatnonzero(curve.running_mean(window)[window - 1:] > threshold)
+    if len(above) == 0:
+        return None
+    game = int(above[0]) + window - 1
+    return float(curve.steps[game]), game + 1
+
+
+def solved_lines(curves: list[tuple[str, pl.RunCurve]], reference, threshold: float, window: int = 100) -> list[str]:
+    """One sentence per run (and the reference) on when its running mean first exceeded ``threshold``."""
+    lines = []
+    for name, curve in curves:
+        hit = first_above(curve, threshold, window)
+        if hit is not None:
+            lines.append(f"{name}: running mean of {window} games first above {threshold:g} at {hit[0]:,.0f} "
+                         f"agent steps (game {hit[1]:,})")
+        elif len(curve.steps):
+            means = curve.running_mean(window)
+            best = int(np.argmax(means[window - 1:])) + window - 1 if len(means) >= window else None
+            peak = "" if best is None else f" (highest: {means[best]:.1f} at {curve.steps[best]:,.0f} steps)"
+            lines.append(f"{name}: running mean of {window} games not above {threshold:g} within "
+                         f"{curve.steps[-1]:,.0f} agent steps{peak}")
+    if reference is not None:
+        above = np.flatnonzero(reference["score"].to_numpy() > threshold)
+        where = f"at {reference['steps'].to_numpy()[above[0]]:,.0f} agent steps" if len(above) else "never"
+        lines.append(f"RL Zoo DQN (reference): first above {threshold:g} {where}")
+    return lines
+
+
+def table(curves: list[tuple[str, pl.RunCurve]], reference, greedy: dict[str, dict[int, list[float]]],
+          solved_at: float = 40.0) -> str:
     header = "| agent steps | " + " | ".join(f"{name} (running mean of 100 games)" for name, _ in curves)
     header += " | RL Zoo DQN (reference) |"
     lines = [header, "|" + "---|" * (len(curves) + 2)]
@@ -163,10 +203,12 @@ def table(curves: list[tuple[str, pl.RunCurve]], reference, greedy: dict[str, di
         for step, scores in sorted(points.items()):
             lines.append(f"\nGreedy check of {name} at {step:,} steps (epsilon 0.05, full games): "
                          f"{np.mean(scores):.1f} ± {np.std(scores):.1f} over {len(scores)} games")
+    lines += ["\n" + line for line in solved_lines(curves, reference, solved_at)]
     return "\n".join(lines) + "\n"
 
 
-def report(run_dirs: list[Path], out: Path, reference_path: Path | None, names: list[str] | None) -> None:
+def report(run_dirs: list[Path], out: Path, reference_path: Path | None, names: list[str] | None,
+           solved_at: float = 40.0) -> None:
     names = names or [d.name for d in run_dirs]
     curves = [(name, pl.load_run(d)) for name, d in zip(names, run_dirs)]
     reference = pl.read_reference(str(reference_path)) if reference_path and reference_path.exists() else None
@@ -178,7 +220,7 @@ def report(run_dirs: list[Path], out: Path, reference_path: Path | None, names: 
     pl.plot([(name, [curve]) for name, curve in curves], out / "learning_curve.png", reference=reference,
             reference_label="RL Zoo DQN (rl-trained-agents)", max_steps=max_steps,
             greedy={name: points for name, points in on_axis.items() if points})
-    (out / "learning_curve.md").write_text(table(curves, reference, greedy))
+    (out / "learning_curve.md").write_text(table(curves, reference, greedy, solved_at))
     if len(run_dirs) == 1 and out.resolve() != run_dirs[0].resolve():  # the run's small artefacts beside them,
         for file in [*run_dirs[0].glob("*.monitor.csv"), run_dirs[0] / GREEDY_FILE]:  # so the report can be
             if file.is_file():  # made again from ``out`` alone (the model and checkpoints stay behind)
@@ -209,11 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--names", nargs="+", help="a label per run (default: folder names)")
     rep.add_argument("--reference", type=Path, default=REFERENCE, help="CSV steps,score drawn beside ours")
     rep.add_argument("--out", type=Path, default=Path("docs/curves"))
+    rep.add_argument("--solved-at", type=float, default=40.0,
+                     help="running mean of 100 games counted as solved (default: 40, the notebooks')")
     args = parser.parse_args(argv)
 
     try:
         if args.command == "report":
-            report(args.run_dirs, args.out, args.reference, args.names)
+            report(args.run_dirs, args.out, args.reference, args.names, args.solved_at)
         elif args.command == "follow":
             follow(args.run_dir, args.eval_every, args.eval_games, wait=args.wait)
         else:
@@ -238,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(1)
             (run_dir,) = set(algo_dir.glob("*_*")) - before
             print(f"following {run_dir}", flush=True)
+            # The greedy checks share the CPU with the training process started above: at the lowest
+            # priority and on one thread they take only what training leaves, instead of slowing it
+            # (and misleading its adaptive thread choice) for the minutes a check lasts.
+            os.nice(19)
+            th.set_num_threads(1)
             follow(run_dir, args.eval_every, args.eval_games, process=proc)
             return proc.returncode
     except cfg.ConfigError as exc:

@@ -38,6 +38,8 @@ def test_follow_then_report(tiny_run, tmp_path):
     table = (out / "learning_curve.md").read_text()
     assert "| agent steps | tiny (running mean of 100 games) | RL Zoo DQN (reference) |" in table
     assert "Greedy check of tiny at 1,000 steps" in table and "Greedy check of tiny at 2,000 steps" in table
+    assert "tiny: running mean of 100 games not above 40 within" in table  # a few random games
+    assert "RL Zoo DQN (reference): first above 40 never" in table
     # the run's small artefacts are copied beside the report, which can be made again from them alone
     assert (out / "0.monitor.csv").read_bytes() == (run / "0.monitor.csv").read_bytes()
     assert (out / learning_curve.GREEDY_FILE).read_bytes() == (run / learning_curve.GREEDY_FILE).read_bytes()
@@ -52,3 +54,20 @@ def test_reference_and_milestones():
     reference = pd.DataFrame({"steps": [0, 100_000, 200_000], "score": [1.0, 2.0, 4.0]})
     assert learning_curve.reference_at(reference, 150_000) == 3.0
     assert learning_curve.reference_at(reference, 500_000) is None  # beyond the reference: no value
+
+
+def test_first_above_counts_only_full_windows():
+    import numpy as np
+
+    # game i ends at agent step 100 * (i + 1); scores 0, then a lucky 50 at game 0 of a second curve
+    steps = 100.0 * np.arange(1, 301)
+    scores = np.concatenate([np.zeros(150), np.full(150, 50.0)])
+    curve = learning_curve.pl.RunCurve(Path("."), steps, scores, steps / 100)
+    # the mean of the last 100 games passes 40 once 81 of them scored 50: game 150 + 81 = 231
+    assert learning_curve.first_above(curve, 40.0) == (23_100.0, 231)
+    assert learning_curve.first_above(curve, 50.0) is None  # "above", not "at"
+    lucky = learning_curve.pl.RunCurve(Path("."), steps[:99], np.r_[50.0, np.zeros(98)], steps[:99] / 100)
+    assert learning_curve.first_above(lucky, 0.1) is None  # fewer games than the window
+    lines = learning_curve.solved_lines([("a", curve), ("b", lucky)], None, 40.0)
+    assert lines == ["a: running mean of 100 games first above 40 at 23,100 agent steps (game 231)",
+                     "b: running mean of 100 games not above 40 within 9,900 agent steps"]

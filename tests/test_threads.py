@@ -32,7 +32,7 @@ def test_choice_probes_each_candidate_then_keeps_the_fastest_until_hold_or_drop(
     choice.rates[4] = 80.0
     assert choice.next_probe() is None
     assert choice.fastest() == 2  # the fewest threads among equally fast ones
-    choice.chosen = 2
+    assert choice.choose() == 2 and choice.hold == 1000
     assert not choice.should_reprobe(held_steps=999, rate=49.0)  # 49 > 0.6 * 80
     assert choice.should_reprobe(held_steps=999, rate=47.0)  # the machine got busy
     assert choice.should_reprobe(held_steps=1000, rate=80.0)  # time to look again
@@ -41,11 +41,29 @@ def test_choice_probes_each_candidate_then_keeps_the_fastest_until_hold_or_drop(
     assert choice.window_done(steps=3, seconds=10.0) and not choice.window_done(steps=0, seconds=60.0)
 
 
+def test_fewer_threads_chosen_on_a_busy_machine_are_held_briefly_then_longer_as_probes_confirm():
+    choice = ThreadChoice([1, 2], hold_steps=50_000, short_hold_steps=10_000)
+    holds = []
+    for rates in ({1: 80.0, 2: 8.0}, {1: 80.0, 2: 8.0}, {1: 80.0, 2: 8.0}, {1: 80.0, 2: 8.0}, {1: 80.0, 2: 8.0},
+                  {1: 85.0, 2: 139.0}, {1: 80.0, 2: 8.0}):
+        choice.rates.update(rates)
+        holds.append((choice.choose(), choice.hold))
+        assert not choice.should_reprobe(held_steps=choice.hold - 1, rate=rates[choice.chosen])
+        assert choice.should_reprobe(held_steps=choice.hold, rate=rates[choice.chosen])
+        choice.reprobe()
+        assert choice.chosen is None and choice.rates == {}
+    # 1 thread (while busy): 10k, then doubled while probes confirm it, capped at hold_steps; all
+    # threads (quiet again): hold_steps; busy again: back to the short hold
+    assert holds == [(1, 10_000), (1, 20_000), (1, 40_000), (1, 50_000), (1, 50_000), (2, 50_000), (1, 10_000)]
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match=r"candidates=\[0, 2\]"):
         AdaptiveThreadsCallback(candidates=[0, 2])
     with pytest.raises(ValueError, match="drop=1.5"):
         AdaptiveThreadsCallback(drop=1.5)
+    with pytest.raises(ValueError, match="short_hold_steps=0"):
+        AdaptiveThreadsCallback(short_hold_steps=0)
 
 
 def test_a_real_run_probes_both_counts_and_trains_on_the_fastest():
