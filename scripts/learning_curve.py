@@ -9,7 +9,8 @@ curve with the RL Zoo's published DQN run on Breakout.
     python scripts/learning_curve.py report runs/dqn/BreakoutNoFrameskip-v4_1 --out docs/curves
 
 ``train`` runs ``python -m sb3_breakout.train`` with ``--save-freq`` = ``--eval-every`` (100,000) and
-follows the run (at nice 19 on one torch thread, so the checks do not slow training): every new
+follows the run (at nice 19 on one torch thread, which limits but does not end what the checks cost
+training on a 2-core machine): every new
 checkpoint's agent plays ``--eval-games`` full games at epsilon 0.05 (the evaluation protocol of
 ``sb3_breakout.evaluate``, 108,000-frame cap), and the scores go to
 ``<run>/greedy_eval.csv``. ``report`` writes ``learning_curve.png`` (score of each training game and
@@ -282,9 +283,10 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(1)
             (run_dir,) = set(algo_dir.glob("*_*")) - before
             print(f"following {run_dir}", flush=True)
-            # The greedy checks share the CPU with the training process started above: at the lowest
-            # priority and on one thread they take only what training leaves, instead of slowing it
-            # (and misleading its adaptive thread choice) for the minutes a check lasts.
+            # The greedy checks share the CPU with the training process started above: lowest priority,
+            # one thread. Measured on 2 cores, a check still slows 2-thread training several times over
+            # while it runs (OpenMP waits for a descheduled thread); --num-threads auto then trains on
+            # 1 thread and looks again after 10,000 steps.
             os.nice(19)
             th.set_num_threads(1)
             follow(run_dir, args.eval_every, args.eval_games, process=proc)
