@@ -10,8 +10,9 @@ curve with the RL Zoo's published DQN run on Breakout.
 
 ``train`` runs ``python -m sb3_breakout.train`` with ``--save-freq`` = ``--eval-every`` (100,000) and
 follows the run (at nice 19 on one torch thread; on a 2-core machine a check still slows training
-while it runs): every new checkpoint's agent plays ``--eval-games`` full games at epsilon 0.05 (the evaluation
-protocol of ``sb3_breakout.evaluate``, 108,000-frame cap), and the scores go to ``<run>/greedy_eval.csv``. ``report`` writes ``learning_curve.png`` (score of each training game and
+while it runs): every new checkpoint's agent plays ``--eval-games`` full games at epsilon 0.05
+(the evaluation protocol of ``sb3_breakout.evaluate``, 108,000-frame cap), and the scores go to
+``<run>/greedy_eval.csv``. ``report`` writes ``learning_curve.png`` (score of each training game and
 its running mean over 100 games against agent steps, the reference curve dashed, the greedy checks as
 points with their standard deviation, and training speed below) and ``learning_curve.md`` (our running
 mean against the reference at 100k, 250k, 500k and 1M steps, whatever the run reached, and where each
