@@ -4,6 +4,8 @@ curve with the RL Zoo's published DQN run on Breakout.
 
     # train (in the background with --background) and evaluate each checkpoint as it appears
     python scripts/learning_curve.py train --profile deepmind -n 500000 --seed 1 -f runs --background
+    # the same with hyperparameters overridden, as sb3_breakout.train's -params (an ablation)
+    python scripts/learning_curve.py train -n 200000 --seed 1 -f runs -params target_update_interval:1000
     # evaluate the checkpoints of a run still going (or done), then write the plot and the table
     python scripts/learning_curve.py follow runs/dqn/BreakoutNoFrameskip-v4_1
     python scripts/learning_curve.py report runs/dqn/BreakoutNoFrameskip-v4_1 --out docs/curves
@@ -239,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--seed", type=int, default=1)
     train.add_argument("-f", "--log-folder", default="runs")
     train.add_argument("--num-threads", default="auto", help="as sb3_breakout.train (default: auto)")
+    train.add_argument("-params", "--hyperparams", nargs="+", default=[], metavar="KEY:VALUE",
+                       help="override the YAML entry's hyperparameters, as sb3_breakout.train "
+                            "(e.g. -params target_update_interval:1000)")
     train.add_argument("--background", action="store_true", help="detach and return at once (log in <log>/*.log)")
     for p in (train, sub.add_parser("follow", help="greedy checks of a run's checkpoints, until it ends")):
         p.add_argument("--eval-every", type=int, default=100_000, help="agent steps between greedy checks")
@@ -273,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             command = [sys.executable, "-m", "sb3_breakout.train", "-n", str(args.n_timesteps), "--seed", str(args.seed),
                        "-f", args.log_folder, "--save-freq", str(args.eval_every), "--num-threads", str(args.num_threads),
                        "--no-progress"] + (["--profile", args.profile] if args.profile else [])
+            command += ["-params", *args.hyperparams] if args.hyperparams else []
             algo_dir = Path(args.log_folder) / "dqn"
             before = set(algo_dir.glob("*_*")) if algo_dir.exists() else set()
             proc = subprocess.Popen(command)
