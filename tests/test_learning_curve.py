@@ -75,7 +75,7 @@ def test_first_above_counts_only_full_windows():
 
 def test_train_passes_hyperparams_and_checks_the_greedy_agent(tmp_path):
     import yaml
-    from conftest import run_cli
+    from conftest import ENV, run_cli
 
     # the user's command (a subprocess: train lowers its own priority and torch threads), a real short
     # run of the recipe with two overrides, its one checkpoint checked greedily
@@ -83,12 +83,12 @@ def test_train_passes_hyperparams_and_checks_the_greedy_agent(tmp_path):
                "--eval-every", "600", "--eval-games", "1"]
     result = run_cli([*command, "-params", "buffer_size:1000", "target_update_interval:100"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = (tmp_path / "logs" / "dqn").glob("BreakoutNoFrameskip-v4_*")
-    config = yaml.safe_load((run / "BreakoutNoFrameskip-v4" / "config.yml").read_text())
+    (run,) = (tmp_path / "logs" / "dqn").glob(f"{ENV}_*")
+    config = yaml.safe_load((run / ENV / "config.yml").read_text())
     assert config["target_update_interval"] == 100 and config["buffer_size"] == 1000
     assert sorted(learning_curve.greedy_done(run)) == [600]
     # a bad override: the trainer's one-line error naming it, exit status 2, no new run folder
     result = run_cli([*command, "-params", "target_update_interval:0"], cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith("target_update_interval=0 is not allowed: must be an integer >= 1")
-    assert len(list((tmp_path / "logs" / "dqn").glob("BreakoutNoFrameskip-v4_*"))) == 1
+    assert len(list((tmp_path / "logs" / "dqn").glob(f"{ENV}_*"))) == 1
