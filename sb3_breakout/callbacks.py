@@ -104,17 +104,21 @@ class RunningRewardCallback(BaseCallback):
     penalised training reward), Y the number of games finished and Z the environment steps taken.
     It also logs X as ``rollout/running_reward``.
 
-    Training stops once X > ``solved_at`` (checked when a game ends, as in the notebooks), or after
-    ``max_episodes`` games when that is > 0.
+    The first time X > ``solved_at`` (checked when a game ends, as in the notebooks) the task counts
+    as solved: ``solved`` becomes True and ``solved_step`` holds the step. Training then stops, as in
+    the notebooks, unless ``stop_when_solved`` is False (a run that should go on to a higher score;
+    :class:`sb3_breakout.checkpoint.CheckpointCallback` keeps a checkpoint of the solved step). It
+    also stops after ``max_episodes`` games when that is > 0.
 
     :param log_every: environment steps between two lines (10,000 in the notebooks).
     :param window: games in the running mean (100).
     :param solved_at: running reward above which the task counts as solved (40.0).
     :param max_episodes: stop after this many games; 0 for no limit.
+    :param stop_when_solved: stop training once solved (True, the notebooks' rule).
     """
 
     def __init__(self, log_every: int = 10_000, window: int = 100, solved_at: float = 40.0, max_episodes: int = 0,
-                 verbose: int = 0) -> None:
+                 stop_when_solved: bool = True, verbose: int = 0) -> None:
         super().__init__(verbose)
         if log_every <= 0 or window <= 0 or max_episodes < 0:
             raise ValueError(
@@ -123,6 +127,8 @@ class RunningRewardCallback(BaseCallback):
         self.log_every = int(log_every)
         self.solved_at = float(solved_at)
         self.max_episodes = int(max_episodes)
+        self.stop_when_solved = bool(stop_when_solved)
+        self.solved_step: int | None = None
         self.scores: deque[float] = deque(maxlen=int(window))
         self.episode_count = 0
         self.solved = False
@@ -140,15 +146,14 @@ class RunningRewardCallback(BaseCallback):
                 continue
             self.scores.append(float(episode["r"]))
             self.episode_count += 1
-            if self.running_reward > self.solved_at:
-                self.solved = True
-                stop = True
+            if not self.solved and len(self.scores) > 0 and self.running_reward > self.solved_at:
+                self.solved, self.solved_step = True, self.num_timesteps
+                print(f"Solved at episode {self.episode_count}, step {self.num_timesteps}!", flush=True)
+                stop = stop or self.stop_when_solved
             if self.max_episodes and self.episode_count >= self.max_episodes:
                 stop = True
         n_envs = self.training_env.num_envs if self.training_env is not None else 1
         crossed = self.num_timesteps // self.log_every != (self.num_timesteps - n_envs) // self.log_every
-        if stop and self.solved:
-            print(f"Solved at episode {self.episode_count}!", flush=True)
         if crossed or stop:
             self.print_line()
         return not stop

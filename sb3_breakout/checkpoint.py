@@ -15,7 +15,8 @@ A checkpoint is a folder ``<run>/checkpoints/step_<N>/`` holding
   buffer (7 GB at 1M transitions) only to throw it away and load it again.
 
 It is written into ``step_<N>.tmp/`` and renamed into place (an atomic rename on POSIX), so a kill at
-any moment leaves the previous checkpoint intact; only the last ``keep`` checkpoints are kept.
+any moment leaves the previous checkpoint intact; only the last ``keep`` checkpoints are kept, plus
+the one written when the running reward first passed ``solved_at`` (marked by a ``pinned`` file).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from sb3_breakout.callbacks import RunningRewardCallback
 CHECKPOINT_DIR = "checkpoints"
 FILES = ("model.zip", "replay_buffer.pkl", "state.pkl")
 MANIFEST = "manifest.json"
+#: a file in a checkpoint folder that exempts it from the rotation (the checkpoint of the solved step)
+PINNED = "pinned"
 _CHUNK = 16 << 20  # bytes read at a time for the checksums
 
 
@@ -167,7 +170,10 @@ class CheckpointCallback(BaseCallback):
     The checkpoint is written at the first rollout start after it is due (with ``train_freq: 4``,
     within 4 steps), when the last step's transition is stored and its gradient step is done, so
     that a resumed run continues exactly from there. On SIGINT/SIGTERM the current rollout
-    finishes, a checkpoint is written and training stops (``interrupted`` is then True). Every step the last logged ``train/loss`` is checked, and the
+    finishes, a checkpoint is written and training stops (``interrupted`` is then True). When the
+    running reward first passes its ``solved_at``, a checkpoint is written at once and kept whatever
+    ``keep`` says, so that the agent of the solved step can be evaluated (``evaluate
+    --load-checkpoint N``). Every step the last logged ``train/loss`` is checked, and the
     weights before each checkpoint: a NaN or inf raises :class:`TrainingDivergedError` and no
     checkpoint is written, so the last good one stays. (The loss is the Huber loss of the sampled
     Q-values against their targets, so a non-finite Q-value makes it non-finite; with finite weights
@@ -192,6 +198,8 @@ class CheckpointCallback(BaseCallback):
         self.last_checkpoint: Path | None = None
         self._signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}
+        self._was_solved = True  # set from the running reward at the start of training
+        self._pin = False
 
     # -- signals
     def _handle(self, signum: int, _frame: Any) -> None:
@@ -200,6 +208,7 @@ class CheckpointCallback(BaseCallback):
     def _on_training_start(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous_handlers[sig] = signal.signal(sig, self._handle)
+        self._was_solved = self.running_reward is None or self.running_reward.solved
 
     # -- every step
     def _on_step(self) -> bool:
@@ -212,7 +221,9 @@ class CheckpointCallback(BaseCallback):
             )
         n_envs = self.training_env.num_envs if self.training_env is not None else 1
         due = self.save_freq > 0 and self.num_timesteps // self.save_freq != (self.num_timesteps - n_envs) // self.save_freq
-        self._pending = self._pending or due or self._signal is not None
+        if not self._was_solved and self.running_reward is not None and self.running_reward.solved:
+            self._was_solved = self._pin = True
+        self._pending = self._pending or due or self._pin or self._signal is not None
         return True
 
     # SB3 stores a step's transition and runs DQN._on_step *after* the callbacks' on_step, and the
@@ -253,6 +264,7 @@ class CheckpointCallback(BaseCallback):
                 "scores": list(self.running_reward.scores),
                 "episode_count": self.running_reward.episode_count,
                 "solved": self.running_reward.solved,
+                "solved_step": self.running_reward.solved_step,
             },
         }
         with open(tmp / "state.pkl", "wb") as f:
@@ -260,6 +272,8 @@ class CheckpointCallback(BaseCallback):
         (tmp / "monitor").mkdir()
         for csv in self.run_dir.glob("*.monitor.csv"):
             shutil.copy2(csv, tmp / "monitor" / csv.name)
+        if self._pin:
+            (tmp / PINNED).write_text(f"running reward first above {self.running_reward.solved_at} here\n")
         write_manifest(tmp)
         for file in tmp.rglob("*"):
             if file.is_file():
@@ -271,9 +285,10 @@ class CheckpointCallback(BaseCallback):
             os.rename(final, replaced)
         os.rename(tmp, final)
         shutil.rmtree(replaced, ignore_errors=True)
-        for old in list_checkpoints(self.run_dir)[: -self.keep]:
+        rotated = [c for c in list_checkpoints(self.run_dir) if not (c / PINNED).exists()]
+        for old in rotated[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
-        self._pending = False
+        self._pending = self._pin = False
         self.last_checkpoint = final
         if self.verbose:
             print(f"checkpoint: {final}", flush=True)
@@ -300,3 +315,4 @@ def restore_callbacks(state: dict[str, Any], running_reward: RunningRewardCallba
         running_reward.scores.extend(saved["scores"])
         running_reward.episode_count = saved["episode_count"]
         running_reward.solved = saved["solved"]
+        running_reward.solved_step = saved.get("solved_step")

@@ -183,7 +183,8 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
     """
     if algo not in ALGOS:
         raise ConfigError(f"unknown algo {algo!r}: choose one of {', '.join(sorted(ALGOS))}")
-    algo_keys = set(inspect.signature(ALGOS[algo].__init__).parameters) - {"self", "env", "policy"}
+    parameters = inspect.signature(ALGOS[algo].__init__).parameters
+    algo_keys = set(parameters) - {"self", "env", "policy"}
     unknown = sorted(set(entry) - ZOO_KEYS - algo_keys)
     if unknown:
         raise ConfigError(f"unknown hyperparameter {unknown[0]!r} for {algo}: allowed are RL Zoo's keys and "
@@ -192,6 +193,8 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
         if key not in entry:
             continue
         value = entry[key]
+        if value is None and key in parameters and parameters[key].default is None:
+            continue  # None is the algorithm's own default (QR-DQN's max_grad_norm: no clipping)
         if key == "learning_rate" and isinstance(value, str) and value.startswith("lin_"):
             value = _float_or_none(value[4:])  # RL Zoo's linear schedule "lin_<initial value>"
         wrong_type = not _is_number(value) or (key in INTEGER_KEYS and float(value) != int(value))

@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train, checking the greedy agent at every --eval-every steps")
+    train.add_argument("--algo", default="dqn", help="as sb3_breakout.train: dqn or qrdqn (default: dqn)")
     train.add_argument("--profile", default=None, help="YAML entry (deepmind, keras, ...)")
     train.add_argument("-n", "--n-timesteps", type=int, default=500_000)
     train.add_argument("--seed", type=int, default=1)
@@ -275,11 +276,11 @@ def main(argv: list[str] | None = None) -> int:
                                             start_new_session=True)
                 print(f"started in the background (pid {proc.pid}); log: {log}")
                 return 0
-            command = [sys.executable, "-m", "sb3_breakout.train", "-n", str(args.n_timesteps), "--seed", str(args.seed),
+            command = [sys.executable, "-m", "sb3_breakout.train", "--algo", args.algo, "-n", str(args.n_timesteps), "--seed", str(args.seed),
                        "-f", args.log_folder, "--save-freq", str(args.eval_every), "--num-threads", str(args.num_threads),
                        "--no-progress"] + (["--profile", args.profile] if args.profile else [])
             command += ["-params", *args.hyperparams] if args.hyperparams else []
-            algo_dir = Path(args.log_folder) / "dqn"
+            algo_dir = Path(args.log_folder) / args.algo
             before = set(algo_dir.glob("*_*")) if algo_dir.exists() else set()
             proc = subprocess.Popen(command)
             while not (set(algo_dir.glob("*_*")) - before if algo_dir.exists() else set()):

@@ -85,13 +85,32 @@ def test_running_reward_line_and_solved_stop(capsys):
     # a finished game has a true score >= 0 > -0.5: stops at the first game
     assert running.solved and running.episode_count == 1
     assert model.num_timesteps < 20_000
-    assert "Solved at episode 1!" in out
+    assert f"Solved at episode 1, step {running.solved_step}!" in out
+    assert running.solved_step == model.num_timesteps
     lines = re.findall(r"running reward: (-?\d+\.\d\d) at episode (\d+), frame count (\d+)", out)
     assert lines
     assert all(int(frames) % 200 == 0 for _, _, frames in lines[:-1])
     monitor_scores = env.env_method("get_episode_rewards")[0]
     assert float(lines[-1][0]) == pytest.approx(np.mean(monitor_scores), abs=0.005)
     assert int(lines[-1][1]) == len(monitor_scores) == 1
+    env.close()
+
+
+def test_stop_when_solved_false_trains_on_and_keeps_the_solved_checkpoint(tmp_path):
+    from sb3_breakout.checkpoint import PINNED, CheckpointCallback, list_checkpoints
+
+    env = make_breakout_env("deepmind", seed=1)
+    model = make_dqn(env, learning_starts=10**9)
+    running = RunningRewardCallback(log_every=10_000, window=100, solved_at=-0.5, stop_when_solved=False)
+    saver = CheckpointCallback(tmp_path, save_freq=500, keep=1, running_reward=running, verbose=0)
+    model.learn(3_000, callback=[running, saver])
+    assert model.num_timesteps == 3_000  # went on past "solved"
+    assert running.solved and 0 < running.solved_step < 3_000
+    kept = list_checkpoints(tmp_path)
+    pinned = [c for c in kept if (c / PINNED).exists()]
+    # the solved step's checkpoint (written at the next rollout start) outlives keep=1, besides the newest
+    assert len(pinned) == 1 and 0 <= int(pinned[0].name[5:]) - running.solved_step < 4
+    assert [int(c.name[5:]) for c in kept if c not in pinned] == [3_000]
     env.close()
 
 
