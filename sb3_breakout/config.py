@@ -22,9 +22,24 @@ class ConfigError(ValueError):
     """Bad user input: the message is one line that names the bad value and what is allowed."""
 
 
+#: The algorithms this package trains (RL Zoo's names): each has ``hyperparams/<algo>.yml``, and its
+#: class comes from RL Zoo's ``ALGOS`` table (SB3's DQN, sb3-contrib's QRDQN). A value-based learner
+#: with the same pieces (replay buffer, ``exploration_rate``, target network) is one more name here
+#: and one more YAML file.
+ALGORITHMS: tuple[str, ...] = ("dqn", "qrdqn")
+
+
+def check_algo(algo: str) -> str:
+    """``algo`` if this package trains it, else a ConfigError naming the choices."""
+    if algo not in ALGORITHMS:
+        raise ConfigError(f"--algo {algo!r} is not allowed: choose one of {', '.join(ALGORITHMS)} "
+                          f"(the algorithms with a file in {HYPERPARAMS_DIR.name}/)")
+    return algo
+
+
 def default_config(algo: str) -> Path:
-    """``hyperparams/<algo>.yml`` of this checkout."""
-    return HYPERPARAMS_DIR / f"{algo}.yml"
+    """``hyperparams/<algo>.yml`` of this checkout; a ConfigError for an algorithm without one."""
+    return HYPERPARAMS_DIR / f"{check_algo(algo)}.yml"
 
 
 def entry_name(env_id: str, profile: str | None) -> str:
@@ -127,6 +142,35 @@ def _check_n_step(entry: dict[str, Any]) -> None:
                           "the n-step sums must use the learner's discount")
 
 
+def _policy_class(entry: dict[str, Any], algo: str) -> Any:
+    policy = entry.get("policy", "CnnPolicy")
+    if isinstance(policy, str) and "." not in policy:
+        return getattr(ALGOS[algo], "policy_aliases", {}).get(policy)
+    return resolve(policy, "policy") if isinstance(policy, str) else policy
+
+
+def _check_policy_kwargs(entry: dict[str, Any], algo: str) -> None:
+    """
+    ``policy_kwargs`` keys the algorithm's policy takes (``n_quantiles`` is QR-DQN's, not DQN's), and
+    ``n_quantiles`` an integer >= 1.
+    """
+    kwargs = _evaluated(entry, "policy_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"policy_kwargs={kwargs!r} must be a mapping")
+    policy_class = _policy_class(entry, algo)
+    if policy_class is not None:
+        allowed = set(inspect.signature(policy_class.__init__).parameters) - {"self", "observation_space",
+                                                                             "action_space", "lr_schedule"}
+        unknown = sorted(set(kwargs) - allowed)
+        if unknown:
+            raise ConfigError(f"policy_kwargs {unknown[0]!r} is not taken by {algo}'s {policy_class.__name__}: "
+                              f"allowed are {', '.join(sorted(allowed))}")
+    if "n_quantiles" in kwargs:
+        n = kwargs["n_quantiles"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"policy_kwargs n_quantiles={n!r} is not allowed: must be an integer >= 1")
+
+
 def _float_or_none(text: str) -> float | None:
     try:
         return float(text)
@@ -181,8 +225,7 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
 
     :raises ConfigError: one line naming the key, the bad value and what is allowed.
     """
-    if algo not in ALGOS:
-        raise ConfigError(f"unknown algo {algo!r}: choose one of {', '.join(sorted(ALGOS))}")
+    check_algo(algo)
     parameters = inspect.signature(ALGOS[algo].__init__).parameters
     algo_keys = set(parameters) - {"self", "env", "policy"}
     unknown = sorted(set(entry) - ZOO_KEYS - algo_keys)
@@ -223,6 +266,7 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
                 eval(entry[key], vars(rl_zoo3.exp_manager))
             except Exception as exc:
                 raise ConfigError(f"{key} {entry[key]!r} cannot be evaluated: {type(exc).__name__}: {exc}") from None
+    _check_policy_kwargs(entry, algo)
     _check_n_step(entry)
     for name, kwargs in _named_entries(entry.get("env_wrapper", []), "env_wrapper"):
         wrapper = resolve(name, "env_wrapper")

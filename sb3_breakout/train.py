@@ -29,7 +29,7 @@ import psutil
 import torch as th
 import yaml
 from rl_zoo3.exp_manager import ExperimentManager
-from rl_zoo3.utils import ALGOS, StoreDict, get_wrapper_class
+from rl_zoo3.utils import StoreDict, get_wrapper_class
 from stable_baselines3.common.utils import set_random_seed
 
 from sb3_breakout import checkpoint as ckpt
@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sb3_breakout.train",
         description="Train DQN on Atari Breakout with the notebooks' recipe (RL Zoo run layout).",
     )
-    parser.add_argument("--algo", default="dqn", help="RL algorithm of RL Zoo (default: dqn)")
+    parser.add_argument("--algo", default="dqn",
+                        help=f"learner: {' or '.join(cfg.ALGORITHMS)} (RL Zoo's names; default: dqn)")
     parser.add_argument("--env", default=ENV_ID, help=f"environment id (default: {ENV_ID})")
     parser.add_argument(
         "--profile", default=None,
@@ -194,8 +195,7 @@ def check_writable(folder: str) -> None:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    if args.algo not in ALGOS:
-        raise cfg.ConfigError(f"unknown algo {args.algo!r}: choose one of {', '.join(sorted(ALGOS))}")
+    cfg.check_algo(args.algo)
     if args.keep_checkpoints < 1:
         raise cfg.ConfigError(f"--keep-checkpoints={args.keep_checkpoints} must be >= 1")
     if args.n_timesteps < -1:
