@@ -34,6 +34,7 @@ from stable_baselines3.common.utils import set_random_seed
 
 from sb3_breakout import checkpoint as ckpt
 from sb3_breakout import config as cfg
+from sb3_breakout import parallel
 from sb3_breakout.callbacks import RunningRewardCallback
 from sb3_breakout.threads import AdaptiveThreadsCallback
 from sb3_breakout.envs import ENV_ID
@@ -67,7 +68,8 @@ class BreakoutExperimentManager(ExperimentManager):
             hyperparams["env_kwargs"] = {**hyperparams.get("env_kwargs", {}), **self.env_kwargs}
         if self._eval_env_kwargs_args is None:  # the eval env (--eval-freq) plays the same games
             self.eval_env_kwargs = dict(hyperparams.get("env_kwargs", {}))
-        return hyperparams, dict(sorted(hyperparams.items()))
+        # config.yml keeps the recipe in agent steps; the model gets SB3's vector-step numbers (n_envs > 1)
+        return parallel.per_vector_step(hyperparams), dict(sorted(hyperparams.items()))
 
     def create_envs(self, n_envs: int, eval_env: bool = False, no_log: bool = False):
         if self.resume_dir is not None and not eval_env:
@@ -275,6 +277,7 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path
         entry.update(args.hyperparams or {})
         check_writable(args.log_folder)
     cfg.validate_entry(entry, args.algo)
+    parallel.check_parallel(entry)
     obs_shape = check_env(args.env, {**entry, "env_kwargs": {**entry.get("env_kwargs", {}), **(args.env_kwargs or {})}})
     check_memory(entry, obs_shape)
     return entry, resume_dir, checkpoint
