@@ -47,17 +47,26 @@ class NatureCNN(BaseFeaturesExtractor):
     - ``bf16`` (default False): run the convolutions and the dense layer under bfloat16 autocast;
       the output is cast back to float32, so the Q head, the loss and Adam stay in float32. It pays
       off only where the CPU has fast bf16 matrix units (AMX); on AVX-512-only CPUs it is slower.
+      ``"auto"``: on the first forward pass (the start of training), time the update in both
+      precisions on that device and keep bf16 only if it is more than 10% faster
+      (:mod:`sb3_breakout.precision`; one line with both timings is printed; :attr:`precision`
+      holds them). The choice is shared by every extractor of the same configuration in the
+      process, so a Q-network and its target run alike.
 
     :param observation_space: a 3-D ``Box`` of frames; height and width of at least 36 pixels.
     :param features_dim: width of the last (fully connected) layer, 512 in the paper.
     :param channels_last: use the NHWC memory format.
-    :param bf16: use bfloat16 autocast on the CPU.
-    :raises ValueError: the space is not a 3-D Box, or its frames are too small for the convolutions.
+    :param bf16: use bfloat16 autocast (True), not (False), or measure (``"auto"``).
+    :raises ValueError: the space is not a 3-D Box, its frames are too small for the convolutions, or
+        ``bf16`` is not True, False or ``"auto"``.
     """
 
     def __init__(
-        self, observation_space: gym.Space, features_dim: int = 512, channels_last: bool = True, bf16: bool = False
+        self, observation_space: gym.Space, features_dim: int = 512, channels_last: bool = True,
+        bf16: bool | str = False,
     ) -> None:
+        if bf16 not in (True, False, "auto"):
+            raise ValueError(f"NatureCNN bf16={bf16!r} is not allowed: True, False or 'auto'")
         shape = getattr(observation_space, "shape", None)
         if not isinstance(observation_space, spaces.Box) or shape is None or len(shape) != 3:
             raise ValueError(
@@ -84,7 +93,8 @@ class NatureCNN(BaseFeaturesExtractor):
         self.cnn = nn.Sequential(*layers, nn.Flatten())
         self.linear = nn.Sequential(nn.Linear(in_channels * out_h * out_w, features_dim), nn.ReLU())
         self.channels_last = channels_last
-        self.bf16 = bf16
+        self.bf16: bool | str = bf16
+        self.precision = None  #: the measurement behind ``bf16="auto"`` (a PrecisionChoice), once made
         if channels_last:
             self.cnn.to(memory_format=th.channels_last)
 
@@ -95,6 +105,11 @@ class NatureCNN(BaseFeaturesExtractor):
             observations = observations.permute(0, 3, 1, 2)
         if self.channels_last:
             observations = observations.contiguous(memory_format=th.channels_last)
+        if self.bf16 == "auto":
+            from sb3_breakout.precision import choose_bf16
+
+            self.precision = choose_bf16(self, tuple(self._observation_space.shape), observations.device)
+            self.bf16 = self.precision.bf16
         if self.bf16:
             with th.autocast(observations.device.type, dtype=th.bfloat16):
                 return self.linear(self.cnn(observations)).float()
