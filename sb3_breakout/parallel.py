@@ -33,8 +33,6 @@ from sb3_breakout.config import ConfigError
 
 def _train_freq_steps(value: Any) -> int | None:
     """``train_freq`` as a number of steps, or None when it counts episodes (left alone)."""
-    if isinstance(value, str):
-        value = eval(value, {})  # RL Zoo passes strings such as "(4, 'step')" through eval too
     if isinstance(value, (list, tuple)):
         if len(value) != 2 or str(value[1]) not in ("step", "episode"):
             raise ConfigError(f"train_freq={value!r} is not allowed: an integer >= 1 or (N, 'step'|'episode')")

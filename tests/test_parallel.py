@@ -26,10 +26,16 @@ def test_one_update_per_four_transitions_whatever_n_envs(n_envs, expected):
     assert (entry["train_freq"], entry["gradient_steps"]) == expected
 
 
-def test_target_interval_not_a_multiple_of_n_envs_is_refused():
+def test_target_interval_not_a_multiple_of_n_envs_is_refused(tmp_path):
     check_parallel({"n_envs": 4, "target_update_interval": 10_000})
-    with pytest.raises(ConfigError, match="target_update_interval=10000 with n_envs=3"):
-        check_parallel({"n_envs": 3, "target_update_interval": 10_000})
+    with pytest.raises(ConfigError, match="train_freq='4' is not allowed"):
+        check_parallel({"n_envs": 2, "train_freq": "4"})
+    conf = write_conf(tmp_path, small_entry(n_envs=3))
+    result = run_cli(["-m", "sb3_breakout.train", "-conf", str(conf), "-n", "100", "-f", "logs"], cwd=tmp_path)
+    assert result.returncode == 2 and not (tmp_path / "logs").exists()
+    assert result.stderr.strip().splitlines() == [
+        "error: target_update_interval=10000 with n_envs=3: SB3 would sync the target network every 9999 agent "
+        "steps; allowed: an n_envs that divides 10000"]
 
 
 class Probe(BaseCallback):
