@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ INTEGER_KEYS = {"buffer_size", "batch_size", "learning_starts", "gradient_steps"
                 "frame_stack", "n_envs"}
 
 
-def _evaluated(entry: dict[str, Any], key: str) -> Any:
+def evaluated(entry: dict[str, Any], key: str) -> Any:
     """``entry[key]`` as RL Zoo passes it on (strings are evaluated; already checked to evaluate)."""
     value = entry.get(key)
     return eval(value, vars(rl_zoo3.exp_manager)) if isinstance(value, str) else value
@@ -133,7 +134,7 @@ def _check_n_step(entry: dict[str, Any]) -> None:
     if n_steps > 1 and entry.get("replay_buffer_class") is not None:
         raise ConfigError(f"n_steps={n_steps} is ignored by SB3 when replay_buffer_class is set; "
                           f"put it in replay_buffer_kwargs: dict(n_steps={n_steps}, gamma=<gamma>)")
-    kwargs = _evaluated(entry, "replay_buffer_kwargs") or {}
+    kwargs = evaluated(entry, "replay_buffer_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise ConfigError(f"replay_buffer_kwargs={kwargs!r} must be a mapping")
     gamma = entry.get("gamma", 0.99)
@@ -154,7 +155,7 @@ def _check_policy_kwargs(entry: dict[str, Any], algo: str) -> None:
     ``policy_kwargs`` keys the algorithm's policy takes (``n_quantiles`` is QR-DQN's, not DQN's), and
     ``n_quantiles`` an integer >= 1.
     """
-    kwargs = _evaluated(entry, "policy_kwargs") or {}
+    kwargs = evaluated(entry, "policy_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise ConfigError(f"policy_kwargs={kwargs!r} must be a mapping")
     policy_class = _policy_class(entry, algo)
@@ -232,6 +233,7 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
     if unknown:
         raise ConfigError(f"unknown hyperparameter {unknown[0]!r} for {algo}: allowed are RL Zoo's keys and "
                           f"{ALGOS[algo].__name__}'s arguments")
+    check_finite(entry)
     for key, test, allowed in RANGES:
         if key not in entry:
             continue
@@ -280,3 +282,36 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
             callback_class(**kwargs)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"callback {name}: {exc}") from None
+
+
+# ------------------------------------------------------------------ generic value checks (issue 17)
+def check_finite(entry: dict[str, Any]) -> None:
+    """
+    Every number in ``entry`` (also inside lists and mappings: callback and wrapper arguments) and
+    RL Zoo's ``lin_<value>`` schedules must be finite: ``nan`` passes no range test but ``inf``
+    passes one-sided ones (``learning_rate > 0``), and neither can train.
+
+    :raises ConfigError: names the key (``callback...final_eps``) and the value.
+    """
+
+    ranges = {key: allowed for key, _, allowed in RANGES}
+
+    def refuse(where: str, value: Any) -> None:
+        allowed = f"{ranges[where]} (finite)" if where in ranges else "a finite number"
+        raise ConfigError(f"{where}={value!r} is not allowed: must be {allowed}")
+
+    def visit(value: Any, where: str) -> None:
+        if isinstance(value, str) and value.startswith("lin_"):
+            number = _float_or_none(value[4:])
+            if number is not None and not math.isfinite(number):
+                refuse(where, value)
+        elif _is_number(value) and not math.isfinite(value):
+            refuse(where, value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, f"{where} {key}" if where else str(key))
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                visit(item, where)
+
+    visit(entry, "")

@@ -12,8 +12,11 @@ steps per second, from the Monitor's wall-clock column ``t`` against the same ag
 
 Runs are given as folders; ``NAME=folder1,folder2,...`` makes one line named NAME of several seeds:
 their mean, with a band of ± one standard deviation across the seeds, over the steps all of them
-reached. An optional ``--reference CSV`` (columns ``steps,score``, e.g.
-``../shared/reference/zoo_dqn_breakout_curve.csv``, RL Zoo's DQN run) is drawn as a dashed line.
+reached. ``--reference CSV`` (columns ``steps,score``, e.g.
+``../shared/reference/zoo_dqn_breakout_curve.csv``, RL Zoo's DQN run; given twice, also
+``zoo_qrdqn_breakout_curve.csv``) is drawn as a dashed line, over the steps the runs cover: the x axis
+follows the runs (``--max-steps`` sets it), so a 10M-step reference does not squeeze a 600k-step run
+into the left of the figure.
 
 The score is the Monitor's: the true game score of whole games (5 lives, raw reward), whatever the
 training profile. Matplotlib's Agg backend: no window is opened.
@@ -41,7 +44,7 @@ from stable_baselines3.common.monitor import Monitor, get_monitor_files  # noqa:
 
 from sb3_breakout import config as cfg  # noqa: E402
 from sb3_breakout.envs import FRAME_SKIP  # noqa: E402
-from sb3_breakout.evaluate import OneLineArgumentParser  # noqa: E402
+from sb3_breakout.cli import OneLineArgumentParser  # noqa: E402
 
 #: Points of the common step grid on which the seeds of a group are averaged.
 GRID_POINTS = 400
@@ -195,19 +198,23 @@ def plot(
     output: Path,
     *,
     window: int = 100,
-    reference: pd.DataFrame | None = None,
-    reference_label: str = "reference",
+    references: list[tuple[str, pd.DataFrame]] = (),
     max_steps: float | None = None,
     title: str | None = None,
     dpi: int = 100,
     greedy: dict[str, dict[int, list[float]]] | None = None,
-) -> None:
+) -> float:
     """
     Draw the two panels and write the PNG (to a temporary name, renamed into place).
 
+    :param references: (label, ``steps,score`` table) of published curves, drawn dashed up to the x limit.
+    :param max_steps: the x limit in agent steps; None: the last step of the longest run.
     :param greedy: per group name, evaluation scores of the agent by agent step (e.g. full games at
         epsilon 0.05 every 100k steps), drawn as points with their standard deviation.
+    :return: the x limit drawn, in agent steps.
     """
+    if max_steps is None:
+        max_steps = max((float(run.steps[-1]) for _, runs in groups for run in runs if len(run.steps)), default=1.0)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), sharex=True, height_ratios=[2, 1])
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, runs) in enumerate(groups):
@@ -232,11 +239,13 @@ def plot(
         bottom.plot(x, mean, color=color, lw=1.5, label=name)
         if len(speeds) > 1:
             bottom.fill_between(x, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
-    if reference is not None:
-        if max_steps is not None:  # only the part beside ours, so that the y axis fits our scores
-            reference = reference[reference["steps"] <= max_steps * 1.05]
-        top.plot(reference["steps"], reference["score"], color="black", ls="--", lw=1.3,
-                 label=reference_label)
+    for (label, reference), style in zip(references, ("--", ":", "-."), strict=False):
+        # only the part beside ours (one point past the limit, so the line reaches the edge), so that
+        # the y axis fits our scores
+        beside = reference[reference["steps"] <= max_steps]
+        beyond = reference[reference["steps"] > max_steps].head(1)
+        reference = pd.concat([beside, beyond])
+        top.plot(reference["steps"], reference["score"], color="black", ls=style, lw=1.3, label=label)
     top.set_ylabel(f"game score (5 lives, raw)\nrunning mean of last {window} games")
     top.set_title(title or "Breakout: score of each training game (dots) and its running mean")
     top.legend(loc="upper left", fontsize="small")
@@ -246,16 +255,14 @@ def plot(
     bottom.set_ylim(bottom=0)
     bottom.grid(alpha=0.3)
     bottom.xaxis.set_major_formatter(EngFormatter())
-    if max_steps is not None:
-        bottom.set_xlim(0, max_steps)
-    else:
-        bottom.set_xlim(left=0)
+    bottom.set_xlim(0, max_steps)
     fig.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.stem}.tmp.png")
     fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
     os.replace(tmp, output)
+    return max_steps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,14 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", default="learning_curve.png",
                         help="PNG file (default: learning_curve.png)")
     parser.add_argument("--window", type=int, default=100, help="games in the running mean (default: 100)")
-    parser.add_argument("--reference", default=None, metavar="CSV",
-                        help="reference curve with columns steps,score, drawn dashed (default: none)")
-    parser.add_argument("--reference-label", default=None, help="its legend (default: the CSV's file name)")
+    parser.add_argument("--reference", action="append", default=[], metavar="CSV",
+                        help="reference curve with columns steps,score, drawn dashed up to the x limit; "
+                        "may be given more than once (default: none)")
+    parser.add_argument("--reference-label", action="append", default=[],
+                        help="its legend, once per --reference (default: the CSV's file name)")
     parser.add_argument("--frame-skip", type=int, default=FRAME_SKIP,
                         help="emulator frames per agent step, to turn Monitor lengths into steps "
                         f"(default: {FRAME_SKIP})")
     parser.add_argument("--max-steps", type=float, default=None,
-                        help="x-axis limit in agent steps (default: all)")
+                        help="x-axis limit in agent steps (default: the longest run's last step)")
     parser.add_argument("--title", default=None, help="figure title (default: a description of the panels)")
     parser.add_argument("--dpi", type=int, default=100,
                         help="pixels per inch of the 10x8 inch figure (default: 100)")
@@ -296,27 +305,28 @@ def main(argv: list[str] | None = None) -> int:
         for spec in args.runs:
             name, folders = parse_spec(spec)
             groups.append((name, [load_run(folder, args.frame_skip) for folder in folders]))
-        reference = read_reference(args.reference) if args.reference else None
+        if len(args.reference_label) > len(args.reference):
+            raise cfg.ConfigError(f"--reference-label {args.reference_label[len(args.reference)]!r} has no "
+                                  "--reference: give one label per reference CSV")
+        labels = args.reference_label + [Path(path).stem for path in args.reference[len(args.reference_label):]]
+        references = [(label, read_reference(path)) for label, path in zip(labels, args.reference, strict=True)]
         if args.max_steps is not None:  # so that the y axis fits what is shown
             groups = [(name, [run.until(args.max_steps) for run in runs]) for name, runs in groups]
             if any(len(run.steps) == 0 for _, runs in groups for run in runs):
                 raise cfg.ConfigError(f"--max-steps={args.max_steps:g} is not allowed: a run has no game "
                                       "ended by then")
-            if reference is not None:
-                reference = reference[reference["steps"] <= args.max_steps]
     except cfg.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    label = args.reference_label or (Path(args.reference).stem if args.reference else "reference")
     output = Path(args.output)
-    plot(groups, output, window=args.window, reference=reference, reference_label=label,
-         max_steps=args.max_steps, title=args.title, dpi=args.dpi)
+    x_max = plot(groups, output, window=args.window, references=references, max_steps=args.max_steps,
+                 title=args.title, dpi=args.dpi)
     for name, runs in groups:
         for run in runs:
             last = run.running_mean(args.window)[-1]
             print(f"{name}: {run.folder}: {len(run.scores)} games, {run.steps[-1]:,.0f} agent steps, "
                   f"running mean {last:.2f}")
-    print(f"Wrote {output}")
+    print(f"Wrote {output} (x axis: 0 to {x_max:,.0f} agent steps)")
     return 0
 
 

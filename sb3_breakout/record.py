@@ -31,21 +31,18 @@ import cv2
 import numpy as np
 
 from sb3_breakout import config as cfg
+from sb3_breakout.cli import OneLineArgumentParser
 from sb3_breakout.evaluate import (
-    OneLineArgumentParser,
     Protocol,
     add_protocol_arguments,
-    add_target_arguments,
-    default_output,
     epsilon_greedy,
     first_game,
-    load_model,
     make_game_env,
     new_game,
     protocol_from,
     queue_game,
-    target_from,
 )
+from sb3_breakout.runs import add_target_arguments, default_output, load_model, target_from
 
 FORMATS = ("gif", "mp4")
 

@@ -1,14 +1,15 @@
 """
-The search space of ``python -m sb3_breakout.tune``: which DQN hyperparameters can be tuned and over
-what values (``hyperparams/dqn_search_space.yml``, narrowed by ``--search-space``), and how sampled
+The search space of ``python -m sb3_breakout.tune``: which hyperparameters can be tuned and over
+what values (``hyperparams/<algo>_search_space.yml``, narrowed by ``--search-space``), and how sampled
 values go into an RL Zoo YAML entry (the epsilon callback's arguments included, the NatureCNN
-``policy_kwargs`` kept).
+``policy_kwargs`` kept, QR-DQN's ``n_quantiles`` written into them).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,18 @@ import yaml
 
 from sb3_breakout import config as cfg
 
-#: The search space every study starts from; ``--search-space`` changes parameters of it.
+#: The search space of DQN studies; ``--search-space`` changes parameters of it.
 DEFAULT_SEARCH_SPACE = cfg.HYPERPARAMS_DIR / "dqn_search_space.yml"
 #: Names of :class:`sb3_breakout.callbacks.LinearEpsilonCallback`'s arguments, tuned in its YAML entry.
 EPSILON_KEYS = ("random_steps", "decay_steps", "initial_eps", "final_eps")
+#: Names tuned inside the entry's ``policy_kwargs`` expression (QR-DQN's quantiles per action), and the
+#: policy's default when the expression does not name them.
+POLICY_KEYS = {"n_quantiles": 200}
+
+
+def default_search_space(algo: str) -> Path:
+    """``hyperparams/<algo>_search_space.yml``: the space every study of ``algo`` starts from."""
+    return cfg.HYPERPARAMS_DIR / f"{cfg.check_algo(algo)}_search_space.yml"
 
 
 @dataclass(frozen=True)
@@ -40,7 +49,7 @@ def tunable_domains() -> dict[str, Domain]:
     """
     The hyperparameters a search space may name: the numeric ones :func:`sb3_breakout.config.validate_entry`
     checks (except ``n_timesteps``, the trial budget, and DQN's ``exploration_*``, which the epsilon
-    callback overrides), ``train_freq``, and the epsilon callback's arguments.
+    callback overrides), ``train_freq``, the epsilon callback's arguments, and QR-DQN's ``n_quantiles``.
     """
     skip = {"n_timesteps", "exploration_fraction", "exploration_initial_eps", "exploration_final_eps"}
     domains = {key: Domain(key in cfg.INTEGER_KEYS, test, allowed) for key, test, allowed in cfg.RANGES
@@ -52,6 +61,7 @@ def tunable_domains() -> dict[str, Domain]:
     domains["decay_steps"] = Domain(True, lambda v: v >= 1, "an integer >= 1 (agent steps)")
     domains["initial_eps"] = Domain(False, lambda v: 0 <= v <= 1, "a number in [0, 1]")
     domains["final_eps"] = Domain(False, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+    domains["n_quantiles"] = Domain(True, lambda v: v >= 1, "an integer >= 1 (QR-DQN only)")
     return domains
 
 
@@ -253,6 +263,8 @@ def entry_value(entry: dict[str, Any], name: str) -> Any:
         kwargs = _epsilon_kwargs(entry) or {}
         default = LinearEpsilonCallback().schedule
         return kwargs.get(name, getattr(default, name))
+    if name in POLICY_KEYS:
+        return (cfg.evaluated(entry, "policy_kwargs") or {}).get(name, POLICY_KEYS[name])
     return entry.get(name)
 
 
@@ -284,11 +296,30 @@ def check_space(space: dict[str, Param], entry: dict[str, Any]) -> None:
                               f"{initial[0]}")
 
 
+def _with_policy_kwarg(expression: str | dict[str, Any] | None, name: str, value: Any) -> str | dict[str, Any]:
+    """
+    ``policy_kwargs`` with ``name=value``: in RL Zoo's string form the number is replaced where the
+    expression names it (``n_quantiles=200`` becomes ``n_quantiles=50``), else added to the dict.
+    """
+    if expression is None or isinstance(expression, dict):
+        return {**(expression or {}), name: value}
+    pattern = re.compile(rf"\b{name}\s*=\s*[^,)\s]+")
+    if pattern.search(expression):
+        return pattern.sub(f"{name}={value!r}", expression, count=1)
+    return f"dict({expression}, {name}={value!r})"
+
+
 def apply_values(entry: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``entry`` with ``values`` merged in; epsilon arguments go into the epsilon callback."""
+    """
+    A copy of ``entry`` with ``values`` merged in; epsilon arguments go into the epsilon callback,
+    ``n_quantiles`` into ``policy_kwargs``.
+    """
     entry = copy.deepcopy(entry)
     eps = {k: v for k, v in values.items() if k in EPSILON_KEYS}
-    entry.update({k: v for k, v in values.items() if k not in EPSILON_KEYS})
+    entry.update({k: v for k, v in values.items() if k not in EPSILON_KEYS and k not in POLICY_KEYS})
+    for name in POLICY_KEYS:
+        if name in values:
+            entry["policy_kwargs"] = _with_policy_kwarg(entry.get("policy_kwargs"), name, values[name])
     if eps:
         callbacks = _callback_entries(entry)
         for i, item in enumerate(callbacks):

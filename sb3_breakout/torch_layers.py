@@ -114,3 +114,31 @@ class NatureCNN(BaseFeaturesExtractor):
             with th.autocast(observations.device.type, dtype=th.bfloat16):
                 return self.linear(self.cnn(observations)).float()
         return self.linear(self.cnn(observations))
+
+
+def nature_policy_kwargs(n_quantiles: int | None = None, channels_last: bool = True,
+                         bf16: bool = False, **kwargs) -> dict:
+    """
+    ``policy_kwargs`` that give the notebooks' network with SB3's DQN or sb3-contrib's QR-DQN:
+    :class:`NatureCNN` and no hidden layer between it and the output layer.
+
+    Why a helper: SB3 and sb3-contrib put two hidden layers of 64 units after any features extractor
+    other than their own NatureCNN class unless ``net_arch=[]`` is given, so the obvious
+    ``policy_kwargs=dict(features_extractor_class=NatureCNN)`` silently builds a Q-network of
+    1,721,380 parameters instead of the notebooks' 1,686,180 (QR-DQN with 200 quantiles: 1,773,120
+    instead of 2,094,528, its output layer squeezed through 64 units).
+
+    >>> DQN("CnnPolicy", env, policy_kwargs=nature_policy_kwargs())                  # 1,686,180
+    >>> QRDQN("CnnPolicy", env, policy_kwargs=nature_policy_kwargs(n_quantiles=200))  # 2,094,528
+
+    :param n_quantiles: QR-DQN's quantiles per action; None leaves it out (DQN, or QR-DQN's default 200).
+    :param channels_last: :class:`NatureCNN`'s NHWC memory format (default True).
+    :param bf16: :class:`NatureCNN`'s bfloat16 autocast (default False).
+    :param kwargs: more policy keyword arguments (``optimizer_kwargs``, ...), passed through.
+    :return: a new dict for the ``policy_kwargs`` argument.
+    """
+    policy_kwargs = dict(features_extractor_class=NatureCNN, net_arch=[],
+                         features_extractor_kwargs=dict(channels_last=channels_last, bf16=bf16), **kwargs)
+    if n_quantiles is not None:
+        policy_kwargs["n_quantiles"] = n_quantiles
+    return policy_kwargs

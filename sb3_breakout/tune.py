@@ -65,6 +65,7 @@ from sb3_breakout.search_space import (
     Param,
     apply_values,
     check_space,
+    default_search_space,
     load_search_space,
     space_spec,
     without_running_reward,
@@ -80,7 +81,6 @@ from sb3_breakout.study_storage import (
 )
 from sb3_breakout.train import BreakoutExperimentManager, check_env, check_memory, check_writable
 
-ALGO = "dqn"
 #: Study user attributes written by this module.
 SETTINGS_ATTR = "sb3_breakout.settings"
 SPACE_ATTR = "sb3_breakout.search_space"
@@ -193,14 +193,14 @@ class Objective:
         values = self.values(trial)
         trial.set_user_attr(HYPERPARAMS_ATTR, values)
         entry = apply_values(self.plan.entry, values)
-        cfg.validate_entry(entry, ALGO)
         args = self.args
+        cfg.validate_entry(entry, args.algo)
         trial_dir = self.plan.out_dir / "trials" / f"trial_{trial.number:04d}"
         seed = args.seed + trial.number if args.seed >= 0 else int.from_bytes(os.urandom(4), "little") >> 1
         exp = TrialExperimentManager(
-            args, ALGO, args.env, str(trial_dir.parent),
+            args, args.algo, args.env, str(trial_dir.parent),
             n_timesteps=args.n_timesteps, eval_freq=-1, seed=seed, verbose=args.verbose, device=args.device,
-            config=args.conf_file or str(cfg.default_config(ALGO)), show_progress=args.progress,
+            config=args.conf_file or str(cfg.default_config(args.algo)), show_progress=args.progress,
             profile=args.profile, entry=without_running_reward(entry), trial_dir=trial_dir,
         )
         model, _ = exp.setup_experiment()
@@ -268,8 +268,22 @@ def make_pruner(name: str, n_startup_trials: int, n_evaluations: int) -> optuna.
 
 # ========================================================================================= outputs
 def _write_atomic(path: Path, text: str) -> None:
+    """
+    Write ``text`` to a temporary name and rename it into place. A full disk (ENOSPC, EFBIG) leaves the
+    previous copy whole and ends the command with exit status 1 and one line: the study stays in its
+    storage, and the same command run again writes the file.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+    try:
+        tmp.write_text(text)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if not ckpt.is_disk_full(exc):
+            raise
+        kept = "the previous copy is kept; " if path.exists() else ""
+        print(f"error: {path} was not written: {ckpt.describe_write_error(exc)}; {kept}the study is kept in its "
+              "storage: free some space and run the same command again to write it", file=sys.stderr)
+        raise SystemExit(1) from None
     os.replace(tmp, path)
 
 
@@ -287,8 +301,8 @@ def write_best_yaml(path: Path, plan: Plan, study: optuna.Study, trial: FrozenTr
         f"# trial {trial.number}, mean score {trial.value:.2f} over {s['eval_episodes']} full games "
         f"(epsilon {s['eval_eps']}) after {s['n_timesteps']:,} agent steps, profile {s['profile']}.",
         "# Tuned: " + ", ".join(f"{k}={v!r}" for k, v in trial.params.items()),
-        f"#   python -m sb3_breakout.train --conf-file {path}",
-        f"#   python -m rl_zoo3.train --algo dqn --env {s['env']} --conf-file {path}",
+        f"#   python -m sb3_breakout.train --algo {s['algo']} --conf-file {path}",
+        f"#   python -m rl_zoo3.train --algo {s['algo']} --env {s['env']} --conf-file {path}",
     ]
     body = yaml.safe_dump({s["env"]: best_entry(plan, trial)}, sort_keys=False, width=110)
     _write_atomic(path, "\n".join(header) + "\n" + body)
@@ -341,20 +355,22 @@ def write_outputs(study: optuna.Study, plan: Plan) -> FrozenTrial | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sb3_breakout.tune",
-        description="Tune DQN's hyperparameters on Breakout with Optuna; write the best trial as RL Zoo "
+        description="Tune DQN's or QR-DQN's hyperparameters on Breakout with Optuna; write the best trial as RL Zoo "
         "YAML. Run the same command on several machines (same --storage and --study-name) to share one "
         "study.",
     )
+    parser.add_argument("--algo", default="dqn",
+                        help=f"learner: {' or '.join(cfg.ALGORITHMS)} (default: dqn)")
     parser.add_argument("--env", default=ENV_ID, help=f"environment id (default: {ENV_ID})")
     parser.add_argument("--profile", default=None,
                         help="YAML entry: 'deepmind' (default), 'keras', or NAME of an entry '<env>-NAME'")
     parser.add_argument("-conf", "--conf-file", default=None,
-                        help="hyperparameter YAML (default: hyperparams/dqn.yml)")
+                        help="hyperparameter YAML (default: hyperparams/<algo>.yml)")
     parser.add_argument("-params", "--hyperparams", type=str, nargs="+", action=StoreDict, default=None,
                         help="override entry hyperparameters for every trial (and take them out of the "
                         "search), e.g. -params learning_starts:1000")
     parser.add_argument("--search-space", default=None, metavar="YAML",
-                        help="change parameters of hyperparams/dqn_search_space.yml: fix (value), narrow "
+                        help="change parameters of hyperparams/<algo>_search_space.yml: fix (value), narrow "
                         "({low, high} or a list) or drop (null) them")
     parser.add_argument("--n-trials", type=int, default=100,
                         help="finished trials of the whole study, all workers together (default: 100)")
@@ -378,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "sqlite:///file.db) or a journal file path ending in .log (default: "
                         "sqlite:///<log folder>/optuna.db)")
     parser.add_argument("--study-name", default=None,
-                        help="study to create or join (default: dqn_<env>[-<profile>])")
+                        help="study to create or join (default: <algo>_<env>[-<profile>])")
     parser.add_argument("-f", "--log-folder", default="logs/tune",
                         help="outputs go to <log folder>/<study name>/ (default: logs/tune)")
     parser.add_argument("--heartbeat-interval", type=int, default=60,
@@ -405,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """Numbers and names of the command line: a one-line ConfigError for the first bad one."""
+    cfg.check_algo(args.algo)
     if args.sampler not in SAMPLERS:
         raise cfg.ConfigError(f"unknown sampler {args.sampler!r}: choose one of {', '.join(SAMPLERS)}")
     for package in SAMPLER_PACKAGES.get(args.sampler, ()):
@@ -432,8 +449,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise cfg.ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} {rule}")
 
 
-def default_study_name(env_id: str, profile: str | None) -> str:
-    return f"{ALGO}_{cfg.entry_name(env_id, profile)}"
+def default_study_name(algo: str, env_id: str, profile: str | None) -> str:
+    return f"{algo}_{cfg.entry_name(env_id, profile)}"
 
 
 def prepare(args: argparse.Namespace) -> Plan:
@@ -445,16 +462,16 @@ def prepare(args: argparse.Namespace) -> Plan:
     :raises ConfigError: one line naming the bad value and what is allowed.
     """
     check_args(args)
-    conf_file = args.conf_file or str(cfg.default_config(ALGO))
+    conf_file = args.conf_file or str(cfg.default_config(args.algo))
     entry = cfg.load_entry(conf_file, args.env, args.profile)
     entry.update(args.hyperparams or {})
-    cfg.validate_entry(entry, ALGO)
-    space = load_search_space(args.search_space)
+    cfg.validate_entry(entry, args.algo)
+    space = load_search_space(args.search_space, default_search_space(args.algo))
     for key in args.hyperparams or {}:  # -params fixes a hyperparameter: it is not tuned
         space.pop(key, None)
     check_space(space, entry)
     for end in (0, 1):  # the entry with every parameter at its lowest, then its highest value
-        cfg.validate_entry(apply_values(entry, {n: p.bounds()[end] for n, p in space.items()}), ALGO)
+        cfg.validate_entry(apply_values(entry, {n: p.bounds()[end] for n, p in space.items()}), args.algo)
     storage = parse_storage(args.storage, args.log_folder)
     check_writable(args.log_folder)
     obs_shape = check_env(args.env, entry)
@@ -463,7 +480,7 @@ def prepare(args: argparse.Namespace) -> Plan:
     else:
         check_memory(entry, obs_shape)
 
-    study_name = args.study_name or default_study_name(args.env, args.profile)
+    study_name = args.study_name or default_study_name(args.algo, args.env, args.profile)
     if not study_name.strip():
         raise cfg.ConfigError("--study-name must not be empty")
     folder = re.sub(r"[^A-Za-z0-9._-]+", "_", study_name).strip(".") or "study"
@@ -473,7 +490,8 @@ def prepare(args: argparse.Namespace) -> Plan:
         eval_env_kwargs["max_episode_steps"] = max_frames
     heartbeat = args.heartbeat_interval if storage.heartbeat_supported else 0
     settings = {
-        "env": args.env, "profile": args.profile or cfg.DEFAULT_PROFILE, "n_timesteps": args.n_timesteps,
+        "algo": args.algo, "env": args.env, "profile": args.profile or cfg.DEFAULT_PROFILE,
+        "n_timesteps": args.n_timesteps,
         "n_evaluations": args.n_evaluations, "eval_episodes": args.eval_episodes, "eval_eps": args.eval_eps,
         "eval_max_frames": max_frames, "heartbeat_interval": heartbeat,
         "grace_period": (args.grace_period or 2 * heartbeat) if heartbeat else 0,
@@ -498,7 +516,7 @@ def check_study_settings(study: optuna.Study, plan: Plan) -> None:
         return
     stored = attrs[SETTINGS_ATTR]
     for key, mine in plan.settings.items():
-        theirs = stored.get(key)
+        theirs = stored.get(key, "dqn" if key == "algo" else None)  # studies made before QR-DQN were DQN's
         if key == "entry" and theirs != mine:
             diff = sorted(k for k in set(theirs or {}) | set(mine) if (theirs or {}).get(k) != mine.get(k))
             raise cfg.ConfigError(

@@ -21,8 +21,9 @@ mean against the reference at 100k, 250k, 500k and 1M steps, whatever the run re
 running mean first passed ``--solved-at``, 40: the notebooks' "solved"); for a single
 run it copies the run's Monitor CSVs and ``greedy_eval.csv`` beside them (``report <out>`` redraws it).
 
-The reference is ``../shared/reference/zoo_dqn_breakout_curve.csv``: agent steps and the mean true
-score of the last 100 training games of the RL Zoo's DQN (rl-trained-agents), by default.
+The references are ``../shared/reference/zoo_dqn_breakout_curve.csv`` and ``zoo_qrdqn_breakout_curve.csv``:
+agent steps and the mean true score of the last 100 training games of the RL Zoo's DQN and QR-DQN
+(rl-trained-agents), by default; ``--reference CSV`` (repeatable) draws others.
 """
 
 from __future__ import annotations
@@ -41,10 +42,15 @@ import torch as th
 
 from sb3_breakout import config as cfg
 from sb3_breakout import evaluate as ev
+from sb3_breakout import runs
 from sb3_breakout import plot as pl
+from sb3_breakout.cli import OneLineArgumentParser
 from sb3_breakout.checkpoint import checkpoint_root, list_checkpoints
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "zoo_dqn_breakout_curve.csv"
+REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+#: The published curves drawn beside every run, by their label.
+REFERENCES = {"RL Zoo DQN (reference)": REFERENCE_DIR / "zoo_dqn_breakout_curve.csv",
+              "RL Zoo QR-DQN (reference)": REFERENCE_DIR / "zoo_qrdqn_breakout_curve.csv"}
 MILESTONES = (100_000, 250_000, 500_000, 1_000_000)
 GREEDY_FILE = "greedy_eval.csv"
 
@@ -87,8 +93,8 @@ def monitor_step(checkpoint: Path) -> float | None:
 
 def greedy_check(run_dir: Path, step: int, games: int, seed: int = 0) -> list[float]:
     """Play ``games`` full games at epsilon 0.05 with the agent of checkpoint ``step``; append to the CSV."""
-    target = ev.resolve_target(str(run_dir), load_checkpoint=step)
-    model = ev.load_model(target, device="cpu")
+    target = runs.resolve_target(str(run_dir), load_checkpoint=step)
+    model = runs.load_model(target, device="cpu")
     protocol = ev.Protocol(games=games, seed=seed)
     results = ev.play_games(model, lambda: ev.make_game_env(target, protocol.max_frames, protocol.noop_max), protocol)
     scores = [r.score for r in results]
@@ -168,8 +174,9 @@ def first_above(curve: pl.RunCurve, threshold: float, window: int = 100) -> tupl
     return float(curve.steps[game]), game + 1
 
 
-def solved_lines(curves: list[tuple[str, pl.RunCurve]], reference, threshold: float, window: int = 100) -> list[str]:
-    """One sentence per run (and the reference) on when its running mean first exceeded ``threshold``."""
+def solved_lines(curves: list[tuple[str, pl.RunCurve]], references, threshold: float,
+                 window: int = 100) -> list[str]:
+    """One sentence per run (and reference) on when its running mean first exceeded ``threshold``."""
     lines = []
     for name, curve in curves:
         hit = first_above(curve, threshold, window)
@@ -182,47 +189,47 @@ def solved_lines(curves: list[tuple[str, pl.RunCurve]], reference, threshold: fl
             peak = "" if best is None else f" (highest: {means[best]:.1f} at {curve.steps[best]:,.0f} steps)"
             lines.append(f"{name}: running mean of {window} games not above {threshold:g} within "
                          f"{curve.steps[-1]:,.0f} agent steps{peak}")
-    if reference is not None:
+    for label, reference in references:
         above = np.flatnonzero(reference["score"].to_numpy() > threshold)
         where = f"at {reference['steps'].to_numpy()[above[0]]:,.0f} agent steps" if len(above) else "never"
-        lines.append(f"RL Zoo DQN (reference): first above {threshold:g} {where}")
+        lines.append(f"{label}: first above {threshold:g} {where}")
     return lines
 
 
-def table(curves: list[tuple[str, pl.RunCurve]], reference, greedy: dict[str, dict[int, list[float]]],
+def table(curves: list[tuple[str, pl.RunCurve]], references, greedy: dict[str, dict[int, list[float]]],
           solved_at: float = 40.0) -> str:
     header = "| agent steps | " + " | ".join(f"{name} (running mean of 100 games)" for name, _ in curves)
-    header += " | RL Zoo DQN (reference) |"
-    lines = [header, "|" + "---|" * (len(curves) + 2)]
+    header += "".join(f" | {label}" for label, _ in references) + " |"
+    lines = [header, "|" + "---|" * (len(curves) + len(references) + 1)]
     for step in MILESTONES:
         ours = [ours_at(curve, step) for _, curve in curves]
         if all(value is None for value in ours):
             continue
-        ref = reference_at(reference, step) if reference is not None else None
-        cells = ["" if v is None else f"{v:.1f}" for v in ours]
-        lines.append(f"| {step:,} | " + " | ".join(cells) + f" | {'' if ref is None else f'{ref:.1f}'} |")
+        refs = [reference_at(reference, step) for _, reference in references]
+        cells = ["" if v is None else f"{v:.1f}" for v in [*ours, *refs]]
+        lines.append(f"| {step:,} | " + " | ".join(cells) + " |")
     for name, points in greedy.items():
         for step, scores in sorted(points.items()):
             lines.append(f"\nGreedy check of {name} at {step:,} steps (epsilon 0.05, full games): "
                          f"{np.mean(scores):.1f} ± {np.std(scores):.1f} over {len(scores)} games")
-    lines += ["\n" + line for line in solved_lines(curves, reference, solved_at)]
+    lines += ["\n" + line for line in solved_lines(curves, references, solved_at)]
     return "\n".join(lines) + "\n"
 
 
-def report(run_dirs: list[Path], out: Path, reference_path: Path | None, names: list[str] | None,
+def report(run_dirs: list[Path], out: Path, reference_paths: dict[str, Path], names: list[str] | None,
            solved_at: float = 40.0) -> None:
     names = names or [d.name for d in run_dirs]
     curves = [(name, pl.load_run(d)) for name, d in zip(names, run_dirs)]
-    reference = pl.read_reference(str(reference_path)) if reference_path and reference_path.exists() else None
+    references = [(label, pl.read_reference(str(path))) for label, path in reference_paths.items() if path.exists()]
     rows = {name: greedy_rows(d) for name, d in zip(names, run_dirs)}
     greedy = {name: {step: scores for step, (_, scores) in points.items()} for name, points in rows.items()}
     on_axis = {name: {x: scores for x, scores in points.values()} for name, points in rows.items()}
     out.mkdir(parents=True, exist_ok=True)
     max_steps = max(curve.steps[-1] for _, curve in curves)
-    pl.plot([(name, [curve]) for name, curve in curves], out / "learning_curve.png", reference=reference,
-            reference_label="RL Zoo DQN (rl-trained-agents)", max_steps=max_steps,
+    pl.plot([(name, [curve]) for name, curve in curves], out / "learning_curve.png",
+            references=references, max_steps=max_steps,
             greedy={name: points for name, points in on_axis.items() if points})
-    (out / "learning_curve.md").write_text(table(curves, reference, greedy, solved_at))
+    (out / "learning_curve.md").write_text(table(curves, references, greedy, solved_at))
     if len(run_dirs) == 1 and out.resolve() != run_dirs[0].resolve():  # the run's small artefacts beside them,
         for file in [*run_dirs[0].glob("*.monitor.csv"), run_dirs[0] / GREEDY_FILE]:  # so the report can be
             if file.is_file():  # made again from ``out`` alone (the model and checkpoints stay behind)
@@ -231,9 +238,36 @@ def report(run_dirs: list[Path], out: Path, reference_path: Path | None, names: 
     print(f"wrote {out / 'learning_curve.png'}")
 
 
+# ------------------------------------------------------------------- train: its input, checked
+def train_flags(args: argparse.Namespace) -> list[str]:
+    """The flags ``train`` passes to ``python -m sb3_breakout.train``."""
+    flags = ["--algo", args.algo, "-n", str(args.n_timesteps), "--seed", str(args.seed), "-f", args.log_folder,
+             "--save-freq", str(args.eval_every), "--num-threads", str(args.num_threads), "--no-progress"]
+    flags += ["--profile", args.profile] if args.profile else []
+    return flags + (["-params", *args.hyperparams] if args.hyperparams else [])
+
+
+def check_train_command(args: argparse.Namespace) -> None:
+    """
+    Refuse bad input to ``train`` before anything is written or started (also with ``--background``,
+    whose log would otherwise be the only place to say so): this script's own flags, then every
+    check of ``sb3_breakout.train`` on the command it will run (an argparse error there exits 2 with
+    one line; the rest raises a ConfigError).
+    """
+    import ale_py
+
+    from sb3_breakout import train as trainer
+
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # its banner is not an error
+    for flag, value in (("--eval-every", args.eval_every), ("--eval-games", args.eval_games)):
+        if value < 1:
+            raise cfg.ConfigError(f"{flag}={value} must be >= 1")
+    trainer.prepare(trainer.build_parser().parse_args(train_flags(args)))
+
+
 # -------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train, checking the greedy agent at every --eval-every steps")
     train.add_argument("--algo", default="dqn", help="as sb3_breakout.train: dqn or qrdqn (default: dqn)")
@@ -255,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     rep = sub.add_parser("report", help="plot and table of one or more runs")
     rep.add_argument("run_dirs", type=Path, nargs="+")
     rep.add_argument("--names", nargs="+", help="a label per run (default: folder names)")
-    rep.add_argument("--reference", type=Path, default=REFERENCE, help="CSV steps,score drawn beside ours")
+    rep.add_argument("--reference", type=Path, action="append", default=None,
+                     help="CSV steps,score drawn beside ours, repeatable (default: RL Zoo's DQN and QR-DQN)")
     rep.add_argument("--out", type=Path, default=Path("docs/curves"))
     rep.add_argument("--solved-at", type=float, default=40.0,
                      help="running mean of 100 games counted as solved (default: 40, the notebooks')")
@@ -263,23 +298,25 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "report":
-            report(args.run_dirs, args.out, args.reference, args.names, args.solved_at)
+            refs = {path.stem: path for path in args.reference} if args.reference else REFERENCES
+            report(args.run_dirs, args.out, refs, args.names, args.solved_at)
         elif args.command == "follow":
             follow(args.run_dir, args.eval_every, args.eval_games, wait=args.wait)
         else:
+            check_train_command(args)  # bad input: one line, exit 2, before anything is written or started
             if args.background:  # the same command, detached, without --background
                 log = Path(args.log_folder) / f"learning_curve_{int(time.time())}.log"
-                log.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    log.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise cfg.ConfigError(f"log folder {args.log_folder!r} cannot be created: {exc.strerror}") from None
                 argv_fg = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--background"]
                 with open(log, "w") as out:
                     proc = subprocess.Popen([sys.executable, __file__, *argv_fg], stdout=out, stderr=subprocess.STDOUT,
                                             start_new_session=True)
                 print(f"started in the background (pid {proc.pid}); log: {log}")
                 return 0
-            command = [sys.executable, "-m", "sb3_breakout.train", "--algo", args.algo, "-n", str(args.n_timesteps), "--seed", str(args.seed),
-                       "-f", args.log_folder, "--save-freq", str(args.eval_every), "--num-threads", str(args.num_threads),
-                       "--no-progress"] + (["--profile", args.profile] if args.profile else [])
-            command += ["-params", *args.hyperparams] if args.hyperparams else []
+            command = [sys.executable, "-m", "sb3_breakout.train", *train_flags(args)]
             algo_dir = Path(args.log_folder) / args.algo
             before = set(algo_dir.glob("*_*")) if algo_dir.exists() else set()
             proc = subprocess.Popen(command)

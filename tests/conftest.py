@@ -55,3 +55,16 @@ def tiny_run(tmp_path_factory):
                       "-params", "buffer_size:5000", "--save-freq", "1000", "--num-threads", "1"], cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "logs" / "dqn" / f"{ENV}_1"
+
+
+@pytest.fixture(scope="session")
+def tiny_qrdqn_run(tmp_path_factory):
+    """
+    The same as ``tiny_run`` with QR-DQN (``--algo qrdqn``, the default entry of hyperparams/qrdqn.yml):
+    final model, Monitor CSV, config.yml/args.yml, checkpoints step_1000 and step_2000 (read-only).
+    """
+    root = tmp_path_factory.mktemp("tiny_qrdqn_run")
+    result = run_cli(["-m", "sb3_breakout.train", "--algo", "qrdqn", "-n", "2000", "--seed", "0", "-f", "logs",
+                      "-params", "buffer_size:5000", "--save-freq", "1000", "--num-threads", "1"], cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "logs" / "qrdqn" / f"{ENV}_1"
