@@ -3,11 +3,19 @@ Training throughput on this machine, in one run: agent steps/s in the learning p
 
   (a) the PyTorch notebook's loop (Python lists of float tensors, per-step tensor conversions),
   (b) plain SB3 DQN, ``CnnPolicy``, RL Zoo's Atari settings,
-  (c) sb3_breakout's default training (``hyperparams/dqn.yml``), and each speed option alone,
+  (c) sb3_breakout's default training (``hyperparams/dqn.yml``), each speed option alone, ``bf16: auto``,
+      2, 4 and 8 games in parallel at the recipe's replay ratio (one update of batch 32 per 4
+      transitions, :mod:`sb3_breakout.parallel`), and the same on ALE's C++ vector env (``ale``
+      backend, :mod:`sb3_breakout.vector_env`),
+  QR-DQN: (b-qr) plain sb3-contrib QR-DQN with RL Zoo's Atari settings and (c-qr) sb3_breakout's
+      ``hyperparams/qrdqn.yml`` (same pieces as (c)),
 
-then, for the hardware, (d) the time of one DQN update (batch 32) in the fastest configuration and its
-FLOP/s, counted by ``torch.utils.flop_counter``, next to (e) the CPU's measured peak: large fp32 and bf16
-matrix products timed in the same run.
+then, for the hardware, (d) the time of one DQN and one QR-DQN update (batch 32) in the default
+configuration and the DQN update's FLOP/s, counted by ``torch.utils.flop_counter``, next to (e) the CPU's
+measured peak: large fp32 and bf16 matrix products timed in the same run, and (f) the env alone: agent
+steps/s of random play for 1 to 16 games, Python wrappers (``DummyVecEnv``) against ALE's vector env.
+Every speed row is printed with its ratio to plain SB3 (b) measured in the same run; only ratios
+within one run mean something on a machine shared with other work.
 
 Every configuration runs in its own subprocess (one at a time), so its peak RSS is its own. All of
 them act with the same epsilon (0.1, the notebooks' final value) and train every 4 steps with batch 32,
@@ -16,12 +24,14 @@ before ``--steps`` timed steps.
 
     python scripts/bench_throughput.py                 # all, ~10 minutes here
     python scripts/bench_throughput.py --steps 1000    # quicker, noisier
+    python scripts/bench_throughput.py --algo qrdqn    # the QR-DQN rows only
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -32,6 +42,7 @@ import torch as th
 
 EPS = 0.1
 BATCH = 32
+BUFFER = 100_000  # transitions in every learner's replay buffer (--buffer-size)
 DEVICE = "cpu"  # (b) and (c) only: --device cuda times them on a GPU; (a), (d), (e) are CPU figures
 
 
@@ -132,24 +143,38 @@ class StepTimer:
         return _Timer()
 
 
-def run_sb3_zoo(warmup: int, steps: int) -> float:
-    """Plain SB3 DQN with RL Zoo's Atari hyperparameters (learning starts early so that all steps learn)."""
+def run_sb3_zoo(warmup: int, steps: int, algo: str = "dqn") -> float:
+    """
+    Plain SB3 DQN (or sb3-contrib QR-DQN) with RL Zoo's Atari hyperparameters (learning starts early so
+    that all steps learn; QR-DQN: sb3-contrib's defaults, 200 quantiles, lr 5e-5, target sync 10,000).
+    """
     from stable_baselines3 import DQN
 
     from sb3_breakout.envs import make_breakout_env
 
     env = make_breakout_env("deepmind", seed=0)
-    model = DQN("CnnPolicy", env, buffer_size=100_000, learning_rate=1e-4, batch_size=BATCH, learning_starts=BATCH,
-                target_update_interval=1000, train_freq=4, gradient_steps=1, exploration_initial_eps=EPS,
-                exploration_final_eps=EPS, optimize_memory_usage=False, seed=0, device=DEVICE)
+    common = dict(buffer_size=BUFFER, batch_size=BATCH, learning_starts=BATCH, train_freq=4, gradient_steps=1,
+                  exploration_initial_eps=EPS, exploration_final_eps=EPS, optimize_memory_usage=False, seed=0,
+                  device=DEVICE)
+    if algo == "qrdqn":
+        from sb3_contrib import QRDQN
+
+        model = QRDQN("CnnPolicy", env, **common)
+    else:
+        model = DQN("CnnPolicy", env, learning_rate=1e-4, target_update_interval=1000, **common)
     touch_buffer(model.replay_buffer)
     timer = StepTimer(warmup)
     model.learn(warmup + steps, callback=timer)
     return timer.rate()
 
 
-def run_ours(warmup: int, steps: int, overrides: dict) -> float:
-    """sb3_breakout's default YAML entry, built by the training CLI's ExperimentManager."""
+def run_ours(warmup: int, steps: int, overrides: dict, algo: str = "dqn") -> tuple[float, str]:
+    """
+    sb3_breakout's default YAML entry of ``algo``, built by the training CLI's ExperimentManager (which
+    rewrites ``train_freq``/``gradient_steps`` for ``n_envs`` games, :mod:`sb3_breakout.parallel`).
+
+    :return: agent steps/s and a note (the ``bf16: auto`` choice, if any).
+    """
     import argparse as ap
     import tempfile
 
@@ -158,26 +183,37 @@ def run_ours(warmup: int, steps: int, overrides: dict) -> float:
     from sb3_breakout.train import BreakoutExperimentManager
 
     with tempfile.TemporaryDirectory() as log:
-        exp = BreakoutExperimentManager(ap.Namespace(), "dqn", "BreakoutNoFrameskip-v4", log, seed=0, verbose=0,
-                                        n_timesteps=warmup + steps, eval_freq=-1, hyperparams=overrides,
-                                        device=DEVICE, config=str(default_config("dqn")))
+        exp = BreakoutExperimentManager(ap.Namespace(), algo, "BreakoutNoFrameskip-v4", log, seed=0, verbose=0,
+                                        n_timesteps=warmup + steps, eval_freq=-1,
+                                        hyperparams={"buffer_size": BUFFER, **overrides},
+                                        device=DEVICE, config=str(default_config(algo)))
         model, _ = exp.setup_experiment()
         touch_buffer(model.replay_buffer)
         timer = StepTimer(warmup)
         eps = LinearEpsilonCallback(random_steps=0, decay_steps=1, initial_eps=EPS, final_eps=EPS)
         model.learn(warmup + steps, callback=[eps, timer])
-        return timer.rate()
+        rate = timer.rate()
+        extractor = getattr(model.policy, "q_net", None) or model.policy.quantile_net
+        choice = getattr(extractor.features_extractor, "precision", None)
+        note = f"auto chose {'bf16' if choice.bf16 else 'fp32'} ({choice.fp32_s * 1e3:.0f} vs {choice.bf16_s * 1e3:.0f} ms)" \
+            if choice is not None else ""
+        if model.n_envs > 1:
+            note = f"{model.n_envs} games: train_freq {model.train_freq.frequency}, gradient_steps {model.gradient_steps}"
+        model.env.close()
+        return rate, note
 
 
 # ---------------------------------------------------------------- (d), (e): the hardware
-def update_flops_and_time(policy_kwargs: dict, repeats: int = 60) -> tuple[float, float]:
-    """FLOPs of one SB3 DQN update (counted) and its median time (s)."""
+def update_flops_and_time(policy_kwargs: dict, repeats: int = 60, algo: str = "dqn") -> tuple[float, float]:
+    """FLOPs of one SB3 DQN (or sb3-contrib QR-DQN) update (counted) and its median time (s)."""
     import gymnasium as gym
     import torch.nn.functional as F
     from stable_baselines3.dqn.policies import DQNPolicy
     from torch.utils.flop_counter import FlopCounterMode
 
     space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    if algo == "qrdqn":
+        return _qrdqn_update_time(space, policy_kwargs, repeats)
     policy = DQNPolicy(space, gym.spaces.Discrete(4), lambda _: 2.5e-4, **policy_kwargs)
     obs = th.randint(0, 256, (BATCH, 4, 84, 84), dtype=th.uint8).float() / 255
     nxt = th.randint(0, 256, (BATCH, 4, 84, 84), dtype=th.uint8).float() / 255
@@ -201,6 +237,59 @@ def update_flops_and_time(policy_kwargs: dict, repeats: int = 60) -> tuple[float
         update()
         times.append(time.perf_counter() - t)
     return float(counter.get_total_flops()), float(np.median(times[5:]))
+
+
+def _qrdqn_update_time(space, policy_kwargs: dict, repeats: int) -> tuple[float, float]:
+    """What sb3-contrib's ``QRDQN.train`` does for one gradient step (quantile Huber loss), timed."""
+    import gymnasium as gym
+    from sb3_contrib.common.utils import quantile_huber_loss
+    from sb3_contrib.qrdqn.policies import QRDQNPolicy
+    from torch.utils.flop_counter import FlopCounterMode
+
+    policy = QRDQNPolicy(space, gym.spaces.Discrete(4), lambda _: 2.5e-4, **policy_kwargs)
+    n = policy.n_quantiles
+    obs = th.randint(0, 256, (BATCH, 4, 84, 84), dtype=th.uint8).float() / 255
+    nxt = th.randint(0, 256, (BATCH, 4, 84, 84), dtype=th.uint8).float() / 255
+    act, rew, done = th.randint(0, 4, (BATCH, 1)), th.rand(BATCH, 1), th.zeros(BATCH, 1)
+
+    def update() -> None:
+        with th.no_grad():
+            next_q = policy.quantile_net_target(nxt)
+            greedy = next_q.mean(dim=1, keepdim=True).argmax(dim=2, keepdim=True).expand(BATCH, n, 1)
+            target = rew + 0.99 * (1 - done) * next_q.gather(dim=2, index=greedy).squeeze(dim=2)
+        current = th.gather(policy.quantile_net(obs), dim=2, index=act[..., None].expand(BATCH, n, 1)).squeeze(dim=2)
+        loss = quantile_huber_loss(current, target, sum_over_quantiles=True)
+        policy.optimizer.zero_grad()
+        loss.backward()
+        th.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        policy.optimizer.step()
+
+    with FlopCounterMode(display=False) as counter:
+        update()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        update()
+        times.append(time.perf_counter() - t)
+    return float(counter.get_total_flops()), float(np.median(times[5:]))
+
+
+def env_only_rate(backend: str, n_envs: int, agent_steps: int) -> float:
+    """Agent steps/s of random play on ``make_breakout_env`` (deepmind profile), no learner."""
+    from sb3_breakout.envs import make_breakout_env
+
+    env = make_breakout_env("deepmind", n_envs=n_envs, seed=0, backend=backend)
+    env.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        env.step(rng.integers(0, 4, size=n_envs))
+    vector_steps = max(1, agent_steps // n_envs)
+    t = time.perf_counter()
+    for _ in range(vector_steps):
+        env.step(rng.integers(0, 4, size=n_envs))
+    rate = vector_steps * n_envs / (time.perf_counter() - t)
+    env.close()
+    return rate
 
 
 def matmul_peak(dtype: th.dtype, n: int = 4096, repeats: int = 10) -> float:
@@ -231,20 +320,30 @@ CONFIGS = {
     "c-bf16": ("  default + bf16 autocast", {
         "policy_kwargs": f"dict(features_extractor_class={NATURE}, net_arch=[], "
                          "features_extractor_kwargs=dict(bf16=True), optimizer_kwargs=dict(fused=True))"}),
+    "c-bf16-auto": ("  default + bf16: auto (measured)", {
+        "policy_kwargs": f"dict(features_extractor_class={NATURE}, net_arch=[], "
+                         "features_extractor_kwargs=dict(bf16='auto'), optimizer_kwargs=dict(fused=True))"}),
+    **{f"c-n{n}": (f"  default, {n} games (1 update / 4 transitions)", {"n_envs": n}) for n in (2, 4, 8)},
+    **{f"c-ale-n{n}": (f"  default, {n} game{'s' if n > 1 else ''}, ale backend", {"n_envs": n, "vec_env_wrapper": [
+        {"sb3_breakout.vector_env.ale_vector_backend": {"num_threads": 0}}]}) for n in (1, 4, 8)},
+    "b-qr": ("plain sb3-contrib QR-DQN, RL Zoo Atari", None),
+    "c-qr": ("sb3_breakout QR-DQN (hyperparams/qrdqn.yml)", {}),
 }
+QRDQN_ROWS = ("b-qr", "c-qr")
 
 
 def child(name: str, warmup: int, steps: int, threads: int, device: str) -> None:
     global DEVICE
     DEVICE = device
     th.set_num_threads(threads)
+    note = ""
     if name == "a":
         rate = run_notebook(warmup, steps)
-    elif name == "b":
-        rate = run_sb3_zoo(warmup, steps)
+    elif name in ("b", "b-qr"):
+        rate = run_sb3_zoo(warmup, steps, "qrdqn" if name == "b-qr" else "dqn")
     else:
-        rate = run_ours(warmup, steps, CONFIGS[name][1])
-    print(json.dumps({"steps_per_s": rate, "peak_rss_mb": peak_rss_mb()}))
+        rate, note = run_ours(warmup, steps, CONFIGS[name][1], "qrdqn" if name in QRDQN_ROWS else "dqn")
+    print(json.dumps({"steps_per_s": rate, "peak_rss_mb": peak_rss_mb(), "note": note}))
 
 
 def main() -> None:
@@ -252,6 +351,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000, help="timed agent steps per configuration")
     parser.add_argument("--warmup", type=int, default=500, help="learning-phase steps before timing")
     parser.add_argument("--threads", type=int, default=th.get_num_threads(), help="torch threads")
+    parser.add_argument("--algo", choices=["dqn", "qrdqn", "both"], default="both",
+                        help="learner rows to time: DQN's, QR-DQN's (b-qr, c-qr: hyperparams/qrdqn.yml), or both")
+    parser.add_argument("--buffer-size", type=int, default=100_000,
+                        help="replay buffer of every learner (default 100000; plain SB3 (b) then takes ~5.8 GB)")
+    parser.add_argument("--env-steps", type=int, default=3000,
+                        help="agent steps per row of the env-only table (f); 0 skips it")
     parser.add_argument("--only", nargs="+", choices=list(CONFIGS),
                         help="configurations to time (default: all; on cuda all but a)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
@@ -264,26 +369,36 @@ def main() -> None:
         args.only = [name for name in CONFIGS if args.device == "cpu" or name != "a"]
     if args.device == "cuda" and "a" in args.only:
         parser.error("--only a: the notebook loop runs on the CPU only; drop it with --device cuda")
+    set_buffer(args.buffer_size)
+    if args.buffer_size < BATCH:
+        parser.error(f"--buffer-size={args.buffer_size}: allowed: an integer >= {BATCH}")
     if args.child:
         child(args.child, args.warmup, args.steps, args.threads, args.device)
         return
+    if args.algo != "both":
+        args.only = [n for n in args.only if (n in QRDQN_ROWS) == (args.algo == "qrdqn")]
 
-    where = th.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    where = th.cuda.get_device_name() if args.device == "cuda" else cpu_model()
     print(f"torch {th.__version__}, {where}, {args.threads} threads, {args.steps} timed steps after {args.warmup}, "
-          f"eps {EPS}")
+          f"eps {EPS}, replay buffers of {BUFFER} transitions; load average {os.getloadavg()[0]:.1f} at the start")
     results = {}
     for name in args.only:
         out = subprocess.run([sys.executable, __file__, "--child", name, "--steps", str(args.steps),
-                              "--warmup", str(args.warmup), "--threads", str(args.threads), "--device", args.device],
+                              "--warmup", str(args.warmup), "--threads", str(args.threads), "--device", args.device,
+                              "--buffer-size", str(BUFFER)],
                              capture_output=True, text=True, check=True)
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
         r = results[name]
-        print(f"({name:<10}) {CONFIGS[name][0]:<42} {r['steps_per_s']:7.1f} steps/s   peak RSS {r['peak_rss_mb']:7.0f} MB",
-              flush=True)
+        base = "b-qr" if name in QRDQN_ROWS else "b"
+        ratio = f"x{r['steps_per_s'] / results[base]['steps_per_s']:.2f} of {base}" if base in results else ""
+        print(f"({name:<11}) {CONFIGS[name][0]:<45} {r['steps_per_s']:7.1f} steps/s  {ratio:<12} "
+              f"peak RSS {r['peak_rss_mb']:6.0f} MB  {r.get('note', '')}", flush=True)
     if "c" in results:
         for base in ("a", "b"):
             if base in results:
                 print(f"ratio c/{base}: {results['c']['steps_per_s'] / results[base]['steps_per_s']:.2f}")
+    if "c-qr" in results and "c" in results:
+        print(f"QR-DQN against DQN (ours): {results['c-qr']['steps_per_s'] / results['c']['steps_per_s']:.2f}")
 
     if args.device != "cpu":
         return
@@ -291,12 +406,44 @@ def main() -> None:
     fastest = dict(features_extractor_class=__import__("sb3_breakout.torch_layers", fromlist=["x"]).NatureCNN,
                    net_arch=[], optimizer_kwargs=dict(fused=True))
     flops, seconds = update_flops_and_time(fastest)
-    peak32, peak16 = matmul_peak(th.float32), matmul_peak(th.bfloat16)
     achieved = flops / seconds
     print(f"(d) one update, default (fp32, channels_last, fused Adam): {seconds * 1e3:.1f} ms, "
           f"{flops / 1e9:.2f} GFLOP -> {achieved / 1e9:.0f} GFLOP/s")
+    if args.algo != "dqn":
+        qr_flops, qr_seconds = update_flops_and_time(
+            {**fastest, "n_quantiles": 200, "optimizer_kwargs": dict(eps=1e-8, fused=True)}, algo="qrdqn")
+        print(f"(d) one QR-DQN update (200 quantiles, qrdqn.yml's network): {qr_seconds * 1e3:.1f} ms, "
+              f"{qr_flops / 1e9:.2f} GFLOP; x{qr_seconds / seconds:.2f} the DQN update's time")
+    peak32, peak16 = matmul_peak(th.float32), matmul_peak(th.bfloat16)
     print(f"(e) peak: fp32 matmul {peak32 / 1e9:.0f} GFLOP/s, bf16 matmul {peak16 / 1e9:.0f} GFLOP/s")
     print(f"update at {100 * achieved / peak32:.0f}% of the fp32 peak")
+    if args.env_steps > 0:
+        print(f"(f) env only, random play, deepmind profile, {args.env_steps} agent steps per row (agent steps/s):")
+        print("    games   python (DummyVecEnv)   ale (AtariVectorEnv)   ale/python")
+        for n in (1, 2, 4, 8, 16):
+            py, ale = env_only_rate("python", n, args.env_steps), env_only_rate("ale", n, args.env_steps)
+            print(f"    {n:5d}   {py:20.0f}   {ale:20.0f}   {ale / py:10.2f}", flush=True)
+
+
+def set_buffer(size: int) -> None:
+    """Replay buffer size of every learner in this process (``--buffer-size``)."""
+    global BUFFER
+    BUFFER = size
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+        name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+        units = [u for u in ("avx512f", "avx512_bf16", "amx_bf16") if u in flags]
+        return f"{name} ({', '.join(units) or 'no AVX-512'}{'' if 'amx_bf16' in flags else ', no AMX'})"
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":
