@@ -14,7 +14,9 @@ forward and backward, a target forward without gradients, Huber loss, Adam step)
 precisions so that a machine that gets busier or quieter during the measurement slows both alike;
 the median of each is compared. The copy is thrown away: the network's weights are untouched.
 The choice is made once per process and configuration (device, frame shape, width, memory format,
-torch threads), so a Q-network and its target network always run in the same precision.
+torch threads), so a Q-network and its target network always run in the same precision; an extractor
+asks again when torch's thread count changes (``--num-threads auto`` probes 1, half and all cores),
+which costs one measurement (~1 s) per thread count in a run.
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ class PrecisionChoice:
     fp32_s: float
     bf16_s: float
     device: str
+    threads: int  #: torch CPU threads during the measurement
 
     def describe(self) -> str:
         """One line for the training log."""
-        return (f"NatureCNN bf16=auto on {self.device}: one update (batch 32) fp32 {self.fp32_s * 1e3:.1f} ms, "
+        return (f"NatureCNN bf16=auto on {self.device} ({self.threads} torch threads): one update (batch 32) "
+                f"fp32 {self.fp32_s * 1e3:.1f} ms, "
                 f"bf16 {self.bf16_s * 1e3:.1f} ms -> {'bf16' if self.bf16 else 'fp32'} "
                 f"(bf16 kept only if > {100 * (MARGIN - 1):.0f}% faster)")
 
@@ -77,6 +81,7 @@ def time_updates(extractor: nn.Module, obs_shape: tuple[int, ...], device: th.de
     """
     online = copy.deepcopy(extractor).to(device)
     target = copy.deepcopy(extractor).to(device)
+    online.bf16_auto = target.bf16_auto = False  # the copies run as told, they do not measure again
     head = nn.Linear(online.features_dim, 4).to(device)
     params = [*online.parameters(), *head.parameters()]
     optimizer = th.optim.Adam(params, lr=1e-6)
@@ -119,11 +124,11 @@ def choose_bf16(extractor: nn.Module, obs_shape: tuple[int, ...], device: th.dev
     :param device: the device of the observations it is given.
     :param verbose: print the choice and both timings (one line).
     """
-    key = (str(device), tuple(obs_shape), extractor.features_dim, getattr(extractor, "channels_last", None),
-           th.get_num_threads())
+    threads = th.get_num_threads()
+    key = (str(device), tuple(obs_shape), extractor.features_dim, getattr(extractor, "channels_last", None), threads)
     if key not in _CHOICES:
         fp32_s, bf16_s = time_updates(extractor, obs_shape, device)
-        _CHOICES[key] = choice = PrecisionChoice(prefer_bf16(fp32_s, bf16_s), fp32_s, bf16_s, str(device))
+        _CHOICES[key] = choice = PrecisionChoice(prefer_bf16(fp32_s, bf16_s), fp32_s, bf16_s, str(device), threads)
         if verbose:
             print(choice.describe(), flush=True)
     return _CHOICES[key]

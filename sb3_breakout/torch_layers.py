@@ -51,7 +51,8 @@ class NatureCNN(BaseFeaturesExtractor):
       precisions on that device and keep bf16 only if it is more than 10% faster
       (:mod:`sb3_breakout.precision`; one line with both timings is printed; :attr:`precision`
       holds them). The choice is shared by every extractor of the same configuration in the
-      process, so a Q-network and its target run alike.
+      process, so a Q-network and its target run alike. It is made again (once per thread count)
+      when torch's thread count changes, as ``--num-threads auto`` does while training.
 
     :param observation_space: a 3-D ``Box`` of frames; height and width of at least 36 pixels.
     :param features_dim: width of the last (fully connected) layer, 512 in the paper.
@@ -94,6 +95,7 @@ class NatureCNN(BaseFeaturesExtractor):
         self.linear = nn.Sequential(nn.Linear(in_channels * out_h * out_w, features_dim), nn.ReLU())
         self.channels_last = channels_last
         self.bf16: bool | str = bf16
+        self.bf16_auto = bf16 == "auto"
         self.precision = None  #: the measurement behind ``bf16="auto"`` (a PrecisionChoice), once made
         if channels_last:
             self.cnn.to(memory_format=th.channels_last)
@@ -105,7 +107,8 @@ class NatureCNN(BaseFeaturesExtractor):
             observations = observations.permute(0, 3, 1, 2)
         if self.channels_last:
             observations = observations.contiguous(memory_format=th.channels_last)
-        if self.bf16 == "auto":
+        if self.bf16_auto and (self.precision is None or self.precision.threads != th.get_num_threads()
+                               or self.precision.device != str(observations.device)):
             from sb3_breakout.precision import choose_bf16
 
             self.precision = choose_bf16(self, tuple(self._observation_space.shape), observations.device)

@@ -30,6 +30,14 @@ def test_auto_picks_one_precision_and_logs_both_times(capsys):
     target(frames)  # the target network takes the same choice without measuring again
     assert target.precision is choice and target.bf16 == online.bf16
     assert capsys.readouterr().out == ""
+    threads = th.get_num_threads()
+    try:  # --num-threads auto changes the thread count while training: the choice is made again for it
+        th.set_num_threads(2 if threads == 1 else 1)
+        online(frames)
+        assert online.precision.threads == th.get_num_threads() != choice.threads
+        assert "torch threads" in capsys.readouterr().out
+    finally:
+        th.set_num_threads(threads)
 
 
 def test_rule_keeps_bf16_only_when_clearly_faster():
@@ -51,6 +59,6 @@ def test_yaml_entry_with_bf16_auto_trains(tmp_path):
     result = run_cli(["-m", "sb3_breakout.train", "-conf", str(conf), "-n", "300", "--seed", "0", "-f", "logs",
                       "--num-threads", "1", "--save-freq", "0"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert len(re.findall(r"NatureCNN bf16=auto on cpu: one update .* -> (fp32|bf16)", result.stdout)) == 1, \
-        result.stdout
+    assert len(re.findall(r"NatureCNN bf16=auto on cpu \(1 torch threads\): one update .* -> (fp32|bf16)",
+                          result.stdout)) == 1, result.stdout
     assert (tmp_path / "logs" / "dqn" / "BreakoutNoFrameskip-v4_1" / "BreakoutNoFrameskip-v4.zip").is_file()
