@@ -1,6 +1,7 @@
 """Parallel games (n_envs > 1) keep the recipe counted in agent steps: updates, target syncs, epsilon, resume."""
 
 import argparse
+import re
 
 import pytest
 import torch as th
@@ -90,11 +91,14 @@ def test_resume_of_a_four_game_run_keeps_the_ratio(tmp_path):
     first = run_cli(["-m", "sb3_breakout.train", "-conf", str(conf), "-n", "1000", "--seed", "0", "-f", "logs",
                      "--save-freq", "1000", "--num-threads", "1"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
+    # the running-reward log (log_every 500) counts agent steps, all four games together
+    assert re.findall(r"frame count (\d+)", first.stdout) == ["500", "1000"], first.stdout[-2000:]
     run = tmp_path / "logs" / "dqn" / f"{ENV}_1"
     assert (run / "checkpoints" / "step_1000").is_dir()
     second = run_cli(["-m", "sb3_breakout.train", "--resume", str(run), "-n", "2000", "--num-threads", "1"],
                      cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
+    assert re.findall(r"frame count (\d+)", second.stdout) == ["1500", "2000"], second.stdout[-2000:]
     model = DQN.load(run / f"{ENV}.zip", device="cpu")
     assert model.num_timesteps == 2000
     assert (model.train_freq.frequency, model.gradient_steps) == (1, 1)  # rewritten once, not twice
