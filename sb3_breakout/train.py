@@ -11,7 +11,9 @@ is written in RL Zoo's layout ``<log>/<algo>/<env>_<id>/`` (model zip, Monitor C
 ``<env>/config.yml`` and ``args.yml``, ``checkpoints/``), which ``python -m rl_zoo3.enjoy`` reads.
 
 Flags follow ``rl_zoo3.train`` where they overlap. Exit status: 0 done or interrupted (a checkpoint is
-written), 1 training diverged, 2 bad input (nothing written).
+written), 1 training diverged, 2 bad input (nothing written; a new run folder made before the learner
+failed to build is removed again). One process writes a run folder at a time
+(:mod:`sb3_breakout.runlock`): a second ``--resume`` of a folder in use is refused.
 """
 
 from __future__ import annotations
@@ -23,17 +25,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import ale_py
 import gymnasium as gym
 import numpy as np
 import psutil
 import torch as th
 import yaml
 from rl_zoo3.exp_manager import ExperimentManager
-from rl_zoo3.utils import StoreDict, get_wrapper_class
+from rl_zoo3.utils import get_wrapper_class
 from stable_baselines3.common.utils import set_random_seed
 
 from sb3_breakout import checkpoint as ckpt
 from sb3_breakout import config as cfg
+from sb3_breakout import flags, runlock
+from sb3_breakout.cli import OneLineArgumentParser
 from sb3_breakout import parallel
 from sb3_breakout.callbacks import RunningRewardCallback
 from sb3_breakout.threads import AdaptiveThreadsCallback
@@ -49,14 +54,15 @@ class BreakoutExperimentManager(ExperimentManager):
     """
 
     def __init__(self, *args: Any, profile: str | None = None, resume_dir: Path | None = None,
-                 entry: dict[str, Any] | None = None, **kwargs: Any) -> None:
+                 entry: dict[str, Any] | None = None, run_dir: Path | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.profile = profile
         self.entry = entry
         self.resume_dir = resume_dir
-        if resume_dir is not None:  # continue in the same folder, appending to its Monitor files
-            self.save_path = str(resume_dir)
-            self.params_path = str(resume_dir / self.env_name)
+        run_dir = resume_dir if resume_dir is not None else run_dir
+        if run_dir is not None:  # a resumed run (appending to its Monitor files) or a folder made for this run
+            self.save_path = str(run_dir)
+            self.params_path = str(run_dir / self.env_name)
 
     def read_hyperparameters(self) -> tuple[dict[str, Any], dict[str, Any]]:
         if self.entry is not None:
@@ -90,7 +96,7 @@ class BreakoutExperimentManager(ExperimentManager):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m sb3_breakout.train",
         description="Train DQN on Atari Breakout with the notebooks' recipe (RL Zoo run layout).",
     )
@@ -103,14 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
         "or any NAME with an entry '<env>-NAME'",
     )
     parser.add_argument("-conf", "--conf-file", default=None, help="hyperparameter YAML (default: hyperparams/<algo>.yml)")
-    parser.add_argument("-n", "--n-timesteps", type=int, default=-1, help="agent steps (default: the YAML's)")
+    parser.add_argument("-n", "--n-timesteps", type=flags.whole_number, default=-1, help="agent steps (default: the YAML's)")
     parser.add_argument(
-        "-params", "--hyperparams", type=str, nargs="+", action=StoreDict, default=None,
+        "-params", "--hyperparams", type=str, nargs="+", action=flags.ParamsAction, default=None,
         help="override hyperparameters, e.g. -params buffer_size:1000 learning_starts:32",
     )
-    parser.add_argument("--env-kwargs", type=str, nargs="+", action=StoreDict, default=None,
+    parser.add_argument("--env-kwargs", type=str, nargs="+", action=flags.ParamsAction, default=None,
                         help="keyword arguments for gym.make, e.g. --env-kwargs max_episode_steps:4000")
-    parser.add_argument("--seed", type=int, default=-1, help="random seed (default: -1, a random one)")
+    parser.add_argument("--seed", type=flags.whole_number, default=-1, help="random seed (default: -1, a random one)")
     parser.add_argument("-f", "--log-folder", default="logs", help="log folder (default: logs)")
     parser.add_argument("-tb", "--tensorboard-log", default="", help="TensorBoard log folder (default: none)")
     parser.add_argument("--device", default="auto", help="PyTorch device: auto (GPU when torch sees one), cpu, cuda")
@@ -123,13 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-P", "--progress", action=argparse.BooleanOptionalAction, default=None,
         help="progress bar (default: on when stdout is a terminal)",
     )
-    parser.add_argument("--save-freq", type=int, default=100_000,
+    parser.add_argument("--save-freq", type=flags.whole_number, default=100_000,
                         help="checkpoint every N agent steps, with the replay buffer (default: 100000; <= 0: "
                         "only on SIGINT/SIGTERM)")
     parser.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept (default: 2)")
     parser.add_argument("--resume", metavar="RUN_DIR", default=None,
                         help="continue the run in RUN_DIR from its last checkpoint")
-    parser.add_argument("--eval-freq", type=int, default=-1,
+    parser.add_argument("--eval-freq", type=flags.whole_number, default=-1,
                         help="evaluate every N steps with RL Zoo's EvalCallback (default: -1, never)")
     parser.add_argument("--eval-episodes", type=int, default=5, help="games per evaluation (default: 5)")
     parser.add_argument("--log-interval", type=int, default=100,
@@ -149,8 +155,10 @@ def check_env(env_id: str, entry: dict[str, Any]) -> tuple[int, ...]:
     except (FileNotFoundError, OSError) as exc:
         raise cfg.ConfigError(f"cannot load the Atari ROM of {env_id!r} ({exc}); ale-py ships the ROMs: "
                               "reinstall ale-py or unset ALE_ROMS_DIR") from None
-    except TypeError as exc:
-        raise cfg.ConfigError(f"env_kwargs {entry.get('env_kwargs')!r} are not accepted by {env_id!r}: {exc}") from None
+    except Exception as exc:  # TypeError (unknown keyword), ValueError, gymnasium.error.Error (bad value)
+        reason = " ".join(str(exc).split())
+        raise cfg.ConfigError(f"env_kwargs {entry.get('env_kwargs')!r} are not accepted by {env_id!r}: "
+                              f"{type(exc).__name__}: {reason}") from None
     wrapper = get_wrapper_class(entry)
     if wrapper is not None:
         env = wrapper(env)
@@ -187,22 +195,41 @@ def check_memory(entry: dict[str, Any], obs_shape: tuple[int, ...]) -> None:
         )
 
 
-def check_writable(folder: str) -> None:
+def check_writable(folder: str, what: str = "log folder") -> None:
+    """
+    ``folder`` exists as a writable folder or can be created (its nearest existing parent is one).
+    Writes nothing: a folder that passes and still cannot be created (``/proc/x`` for root) is
+    refused when the run creates it (:func:`sb3_breakout.runlock.make_dirs`).
+    """
     path = Path(folder).resolve()
     existing = path
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise cfg.ConfigError(f"log folder {folder!r} cannot be written ({existing} is not a writable folder)")
+        raise cfg.ConfigError(f"{what} {folder!r} cannot be written ({existing} is not a writable folder)")
+
+
+#: the largest seed: SB3 seeds numpy's legacy RNG, which takes 0 .. 2**32 - 1
+MAX_SEED = 2**32 - 1
 
 
 def check_args(args: argparse.Namespace) -> None:
+    """The flags' own values (not the YAML's); a ConfigError names the flag, the value and what is allowed."""
     cfg.check_algo(args.algo)
     if args.keep_checkpoints < 1:
         raise cfg.ConfigError(f"--keep-checkpoints={args.keep_checkpoints} must be >= 1")
-    if args.n_timesteps < -1:
-        raise cfg.ConfigError(f"--n-timesteps={args.n_timesteps} must be >= 0")
+    if args.n_timesteps < -1 or args.n_timesteps == 0:
+        raise cfg.ConfigError(f"--n-timesteps={args.n_timesteps} must be >= 1 (leave it out for the YAML's)")
+    if args.seed > MAX_SEED:
+        raise cfg.ConfigError(f"--seed={args.seed} is not allowed: 0 to {MAX_SEED}, or negative for a random seed")
+    for flag, value, low in (("--eval-episodes", args.eval_episodes, 1), ("--log-interval", args.log_interval, 1),
+                             ("--verbose", args.verbose, 0)):
+        if value < low:
+            raise cfg.ConfigError(f"{flag}={value} must be >= {low}")
+    if args.verbose > 2:
+        raise cfg.ConfigError(f"--verbose={args.verbose} is not allowed: 0, 1 or 2")
     args.num_threads = parse_threads(args.num_threads)
+    flags.check_device(args.device)
 
 
 def parse_threads(value: str | int) -> str | int:
@@ -247,51 +274,98 @@ def restore_args(args: argparse.Namespace, saved: dict[str, Any]) -> None:
             setattr(args, key, saved[key])
 
 
-def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path | None]:
+def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path | None, runlock.RunLock | None]:
     """
     Everything that can be refused, before anything is written: the hyperparameter entry, the env,
-    the RAM, the log folder, and for ``--resume`` the run folder and its last good checkpoint.
+    the RAM, the log folder (and the TensorBoard folder), and for ``--resume`` the run folder, that no
+    other process is writing it (its lock is taken here and returned), and its last good checkpoint.
 
-    :return: the entry, the resume folder and the checkpoint to resume from (None, None for a new run).
-    :raises cfg.ConfigError: one line naming the bad value.
+    :return: the entry, the resume folder, the checkpoint to resume from and the run folder's lock
+        (None, None, None for a new run).
+    :raises cfg.ConfigError: one line naming the bad value (the lock is released).
     """
     check_args(args)
     args.conf_file = args.conf_file or str(cfg.default_config(args.algo))
-    resume_dir = checkpoint = None
-    if args.resume:
-        resume_dir = Path(args.resume)
-        if args.hyperparams:
-            given = " ".join(f"{key}:{value}" for key, value in args.hyperparams.items())
-            raise cfg.ConfigError(f"-params {given} is not allowed with --resume: a resumed run keeps its "
-                                  "config.yml (start a new run to change hyperparameters)")
-        entry = read_run_file(resume_dir / args.env / "config.yml", args.resume)
-        restore_args(args, read_run_file(resume_dir / args.env / "args.yml", args.resume, yaml.UnsafeLoader))
-        try:
-            checkpoint, skipped = ckpt.latest_valid_checkpoint(resume_dir)
-        except ckpt.CheckpointError as exc:
-            raise cfg.ConfigError(str(exc)) from None
-        for line in skipped:
-            print(f"warning: {line}; using the earlier checkpoint {checkpoint}", file=sys.stderr)
-    else:
-        entry = cfg.load_entry(args.conf_file, args.env, args.profile)
-        entry.update(args.hyperparams or {})
-        check_writable(args.log_folder)
-    cfg.validate_entry(entry, args.algo)
-    parallel.check_parallel(entry)
-    obs_shape = check_env(args.env, {**entry, "env_kwargs": {**entry.get("env_kwargs", {}), **(args.env_kwargs or {})}})
-    check_memory(entry, obs_shape)
-    return entry, resume_dir, checkpoint
+    resume_dir = checkpoint = lock = None
+    try:
+        if args.resume:
+            resume_dir = Path(args.resume)
+            if args.hyperparams:
+                given = " ".join(f"{key}:{value}" for key, value in args.hyperparams.items())
+                raise cfg.ConfigError(f"-params {given} is not allowed with --resume: a resumed run keeps its "
+                                      "config.yml (start a new run to change hyperparameters)")
+            entry = read_run_file(resume_dir / args.env / "config.yml", args.resume)
+            lock = runlock.RunLock(resume_dir)  # before anything of the run is read for use or written
+            saved = read_run_file(resume_dir / args.env / "args.yml", args.resume, yaml.UnsafeLoader)
+            if args.algo != build_parser().get_default("algo") and saved.get("algo", args.algo) != args.algo:
+                raise cfg.ConfigError(f"--algo {args.algo} does not match the run in {args.resume!r}, trained with "
+                                      f"{saved['algo']} (leave --algo out when resuming)")
+            restore_args(args, saved)
+            try:
+                checkpoint, skipped = ckpt.latest_valid_checkpoint(resume_dir)
+            except ckpt.CheckpointError as exc:
+                raise cfg.ConfigError(str(exc)) from None
+            for line in skipped:
+                print(f"warning: {line}; using the earlier checkpoint {checkpoint}", file=sys.stderr)
+            step = int(checkpoint.name[len("step_"):])
+            target = args.n_timesteps if args.n_timesteps > 0 else int(float(entry.get("n_timesteps", 0)))
+            if target <= step:
+                raise cfg.ConfigError(f"--resume {args.resume!r}: its checkpoint is at step {step} and the run "
+                                      f"stops at {target}; give -n N with N > {step} to train further")
+        else:
+            entry = cfg.load_entry(args.conf_file, args.env, args.profile)
+            entry.update(args.hyperparams or {})
+            check_writable(args.log_folder)
+        if args.tensorboard_log:
+            check_writable(args.tensorboard_log, "TensorBoard folder")
+        cfg.validate_entry(entry, args.algo)
+        parallel.check_parallel(entry)
+        env_kwargs = {**entry.get("env_kwargs", {}), **(args.env_kwargs or {})}
+        obs_shape = check_env(args.env, {**entry, "env_kwargs": env_kwargs})
+        check_memory(entry, obs_shape)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return entry, resume_dir, checkpoint, lock
 
 
 # ------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no ALE banner: stderr is for errors
     try:
-        entry, resume_dir, checkpoint = prepare(args)
+        entry, resume_dir, checkpoint, lock = prepare(args)
     except cfg.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    locks = [lock] if lock is not None else []
+    try:
+        return run_training(args, entry, resume_dir, checkpoint, locks)
+    finally:  # the process ending releases them too; this is for callers of main() in-process
+        for held in locks:
+            held.release()
 
+
+def build_failure(args: argparse.Namespace, exc: BaseException) -> str:
+    """One line for an error raised while the run's objects are built from checked input."""
+    if isinstance(exc, cfg.ConfigError):
+        return str(exc)
+    source = (f"{args.resume}/{args.env}/config.yml" if args.resume
+              else f"entry {cfg.entry_name(args.env, args.profile)!r} of {args.conf_file}"
+              + (" with -params" if args.hyperparams else ""))
+    reason = " ".join(str(exc).split())
+    return f"the {args.algo} learner cannot be built from {source}: {type(exc).__name__}: {reason}"
+
+
+def run_training(args: argparse.Namespace, entry: dict[str, Any], resume_dir: Path | None, checkpoint: Path | None,
+                 locks: list[runlock.RunLock]) -> int:
+    """
+    Build the run (a new run folder, made exclusively and locked, or the resumed one) and train.
+    A failure while building ends with one line and exit status 2, and removes the new run folder.
+
+    :param locks: the run folder's lock is appended here (held until the caller releases it).
+    """
     if args.progress is None:
         args.progress = sys.stdout.isatty()
     if args.seed < 0:
@@ -300,6 +374,31 @@ def main(argv: list[str] | None = None) -> int:
         th.set_num_threads(args.num_threads)
     set_random_seed(args.seed)
 
+    fresh: Path | None = None
+    created: list[Path] = []
+    try:
+        if args.tensorboard_log:
+            created += runlock.make_dirs(args.tensorboard_log)
+        if resume_dir is None:  # RL Zoo's <log>/<algo>/<env>_<id>, the id no other run can take
+            suffix = f"_{uuid.uuid4()}" if args.uuid else ""
+            fresh, made = runlock.create_run_folder(Path(args.log_folder) / args.algo, args.env, suffix)
+            created += made
+            locks.append(runlock.RunLock(fresh))
+        exp_manager, model, state = build_run(args, entry, resume_dir, checkpoint, fresh)
+    except Exception as exc:
+        if fresh is not None:
+            runlock.discard_run_folder(fresh, created)
+        else:
+            runlock.remove_created(created)
+        print(f"error: {build_failure(args, exc)}", file=sys.stderr)
+        return 2
+    print(f"PyTorch device: {model.device}")
+    return learn(args, exp_manager, model, state, checkpoint)
+
+
+def build_run(args: argparse.Namespace, entry: dict[str, Any], resume_dir: Path | None, checkpoint: Path | None,
+              fresh: Path | None) -> tuple[BreakoutExperimentManager, Any, dict[str, Any] | None]:
+    """RL Zoo's ``ExperimentManager`` and the learner (new, or the checkpoint's with its state)."""
     state = ckpt.load_state(checkpoint) if checkpoint is not None else None
     if checkpoint is not None:
         ckpt.restore_run_files(checkpoint, resume_dir)
@@ -311,9 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         n_eval_episodes=args.eval_episodes,
         env_kwargs=args.env_kwargs,
         trained_agent=str(checkpoint / "model.zip") if checkpoint is not None else "",
-        uuid_str=f"_{uuid.uuid4()}" if args.uuid else "",
         # a resumed run plays new games, not the first ones again
-        seed=args.seed + (state["num_timesteps"] if state else 0),
+        seed=(args.seed + (state["num_timesteps"] if state else 0)) % (MAX_SEED + 1),
         log_interval=args.log_interval,
         verbose=args.verbose,
         device=args.device,
@@ -322,11 +420,17 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile,
         entry=entry,
         resume_dir=resume_dir,
+        run_dir=fresh,
     )
     if resume_dir is None:
         print(f"Training {args.algo} on {args.env} (profile {args.profile or cfg.DEFAULT_PROFILE}), seed {args.seed}")
     model, _ = exp_manager.setup_experiment()
-    print(f"PyTorch device: {model.device}")
+    return exp_manager, model, state
+
+
+def learn(args: argparse.Namespace, exp_manager: BreakoutExperimentManager, model: Any,
+          state: dict[str, Any] | None, checkpoint: Path | None) -> int:
+    """Train to ``n_timesteps`` (from the checkpoint's ``state``) with checkpoints, save the final model."""
     run_dir = Path(exp_manager.save_path)
     running = next((c for c in exp_manager.callbacks if isinstance(c, RunningRewardCallback)), None)
     if state is not None:
