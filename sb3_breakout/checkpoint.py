@@ -17,16 +17,22 @@ A checkpoint is a folder ``<run>/checkpoints/step_<N>/`` holding
 It is written into ``step_<N>.tmp/`` and renamed into place (an atomic rename on POSIX), so a kill at
 any moment leaves the previous checkpoint intact; only the last ``keep`` checkpoints are kept, plus
 the one written when the running reward first passed ``solved_at`` (marked by a ``pinned`` file).
+
+A full disk (``ENOSPC``, ``EFBIG`` past a file-size limit, ``EDQUOT``) while writing a checkpoint
+drops that checkpoint (its ``.tmp`` folder is removed), says so in one line on stderr and training
+goes on; the next save tries again. Nothing older is pruned before a newer checkpoint is in place.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
 import random
 import shutil
 import signal
+import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -44,6 +50,8 @@ MANIFEST = "manifest.json"
 #: a file in a checkpoint folder that exempts it from the rotation (the checkpoint of the solved step)
 PINNED = "pinned"
 _CHUNK = 16 << 20  # bytes read at a time for the checksums
+#: errors of a write that found no room: no space left, a file-size limit (RLIMIT_FSIZE), a quota
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 class CheckpointError(RuntimeError):
@@ -52,6 +60,28 @@ class CheckpointError(RuntimeError):
 
 class TrainingDivergedError(RuntimeError):
     """The loss or the network's weights stopped being finite."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write that found no room (``DISK_FULL_ERRNOS``)."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+
+
+def describe_write_error(exc: OSError) -> str:
+    """``exc`` in a few words for a one-line message: the error and, when known, the file."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return f"{reason} ({exc.filename})" if exc.filename else reason
+
+
+def close_quietly(env: Any) -> None:
+    """
+    Close ``env`` after a write failed for a full disk: its Monitor file still holds the row that did
+    not fit and tries to write it again on close; that error is the one already reported.
+    """
+    try:
+        env.close()
+    except OSError:
+        pass
 
 
 def checkpoint_root(run_dir: str | Path) -> Path:
@@ -77,8 +107,18 @@ def file_digest(file: Path) -> dict[str, int]:
 
 
 def write_manifest(folder: Path) -> None:
-    """Record the size and CRC-32 of each checkpoint file in ``folder/manifest.json``."""
+    """Record the size and CRC-32 of each checkpoint file in ``folder/manifest.json`` (written last:
+    a checkpoint folder without a whole manifest is never renamed into place)."""
     (folder / MANIFEST).write_text(json.dumps({name: file_digest(folder / name) for name in FILES}, indent=1))
+
+
+def _fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's data and metadata to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def verify_checkpoint(path: Path) -> None:
@@ -183,6 +223,10 @@ class CheckpointCallback(BaseCallback):
     :param save_freq: agent steps (all envs together) between checkpoints; <= 0 only on signals.
     :param keep: number of checkpoints kept (older ones are deleted).
     :param running_reward: the run's running-reward callback, whose state is saved; None if absent.
+
+    A checkpoint that cannot be written for a full disk is dropped with a one-line warning on stderr
+    (``failed_saves`` counts them) and training goes on; the next one is tried at the next due step
+    (a pinned one that failed makes the next checkpoint written the pinned one).
     """
 
     def __init__(self, run_dir: str | Path, save_freq: int = 100_000, keep: int = 2,
@@ -195,7 +239,8 @@ class CheckpointCallback(BaseCallback):
         self.interrupted = False
         self._pending = False  # a checkpoint is due at the next rollout start
         self._stop = False
-        self.last_checkpoint: Path | None = None
+        self.last_checkpoint: Path | None = None  # the newest whole checkpoint of the run
+        self.failed_saves = 0
         self._signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}
         self._was_solved = True  # set from the running reward at the start of training
@@ -209,6 +254,10 @@ class CheckpointCallback(BaseCallback):
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous_handlers[sig] = signal.signal(sig, self._handle)
         self._was_solved = self.running_reward is None or self.running_reward.solved
+        try:  # a resumed run: the checkpoint it resumed from (a damaged newer one is not "good")
+            self.last_checkpoint = latest_valid_checkpoint(self.run_dir)[0]
+        except CheckpointError:
+            self.last_checkpoint = None
 
     # -- every step
     def _on_step(self) -> bool:
@@ -229,13 +278,15 @@ class CheckpointCallback(BaseCallback):
     # SB3 stores a step's transition and runs DQN._on_step *after* the callbacks' on_step, and the
     # gradient step after the rollout: the state is whole only at the start of the next rollout.
     def _on_rollout_start(self) -> None:
+        written = None
         if self._pending or self._signal is not None:
-            self.save()
+            written = self.save()
         if self._signal is not None:
             self._stop = self.interrupted = True
             if self.verbose:
-                print(f"{signal.Signals(self._signal).name} received: checkpoint written at step {self.num_timesteps}",
-                      flush=True)
+                what = "checkpoint written" if written is not None else (
+                    f"no checkpoint written (the last good one is {self.last_checkpoint})")
+                print(f"{signal.Signals(self._signal).name} received: {what} at step {self.num_timesteps}", flush=True)
 
     def _on_training_end(self) -> None:
         if self._pending and not self._stop:
@@ -244,8 +295,12 @@ class CheckpointCallback(BaseCallback):
             signal.signal(sig, handler)
         self._previous_handlers.clear()
 
-    def save(self) -> Path:
-        """Write the checkpoint of the current step; returns its folder."""
+    def save(self) -> Path | None:
+        """
+        Write the checkpoint of the current step.
+
+        :return: its folder, or None when the disk was full (said on stderr; nothing older is lost).
+        """
         if not weights_are_finite(self.model):
             raise TrainingDivergedError(
                 f"network weights are not finite at step {self.num_timesteps}; the last good checkpoint is kept"
@@ -253,8 +308,43 @@ class CheckpointCallback(BaseCallback):
         root = checkpoint_root(self.run_dir)
         final = root / f"step_{self.num_timesteps}"
         tmp = root / f"step_{self.num_timesteps}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob("step_*.tmp"):  # this one, or unfinished ones of a killed process
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            self._write(tmp)
+        except (OSError, CheckpointError) as exc:
+            if isinstance(exc, OSError) and not is_disk_full(exc):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._pending = False  # the next due step tries again; _pin is kept for it
+            self.failed_saves += 1
+            reason = describe_write_error(exc) if isinstance(exc, OSError) else str(exc)
+            kept = (f"the last good checkpoint {self.last_checkpoint} is kept" if self.last_checkpoint is not None
+                    else "there is no earlier checkpoint")
+            print(f"warning: checkpoint of step {self.num_timesteps} not written: {reason}; {kept}, training "
+                  "goes on and the next save tries again", file=sys.stderr, flush=True)
+            return None
+        replaced = root / f"step_{self.num_timesteps}.replaced"  # a second save at the same step (resumed,
+        if final.exists():  # then stopped at once): the old copy is moved aside, never deleted before the new
+            shutil.rmtree(replaced, ignore_errors=True)  # one is in place; neither name is listed as a checkpoint
+            os.rename(final, replaced)
+        os.rename(tmp, final)
+        _fsync_path(root)
+        shutil.rmtree(replaced, ignore_errors=True)
+        rotated = [c for c in list_checkpoints(self.run_dir) if not (c / PINNED).exists()]
+        for old in rotated[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        self._pending = self._pin = False
+        self.last_checkpoint = final
+        if self.verbose:
+            print(f"checkpoint: {final}", flush=True)
+        return final
+
+    def _write(self, tmp: Path) -> None:
+        """Every file of the checkpoint into ``tmp``, the manifest last, all flushed to the disk and
+        checked against the manifest."""
+        tmp.mkdir()
         self.model.save(tmp / "model.zip")
         self.model.save_replay_buffer(tmp / "replay_buffer.pkl")
         state = {
@@ -275,24 +365,9 @@ class CheckpointCallback(BaseCallback):
         if self._pin:
             (tmp / PINNED).write_text(f"running reward first above {self.running_reward.solved_at} here\n")
         write_manifest(tmp)
-        for file in tmp.rglob("*"):
-            if file.is_file():
-                with open(file, "rb") as f:
-                    os.fsync(f.fileno())
-        replaced = root / f"step_{self.num_timesteps}.replaced"  # a second save at the same step (resumed,
-        if final.exists():  # then stopped at once): the old copy is moved aside, never deleted before the new
-            shutil.rmtree(replaced, ignore_errors=True)  # one is in place; neither name is listed as a checkpoint
-            os.rename(final, replaced)
-        os.rename(tmp, final)
-        shutil.rmtree(replaced, ignore_errors=True)
-        rotated = [c for c in list_checkpoints(self.run_dir) if not (c / PINNED).exists()]
-        for old in rotated[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
-        self._pending = self._pin = False
-        self.last_checkpoint = final
-        if self.verbose:
-            print(f"checkpoint: {final}", flush=True)
-        return final
+        for path in [*tmp.rglob("*"), tmp]:
+            _fsync_path(path)
+        verify_checkpoint(tmp)  # the manifest agrees with the files as written
 
 
 def restore_run_files(checkpoint: Path, run_dir: Path) -> None:

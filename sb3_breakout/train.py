@@ -87,10 +87,23 @@ class BreakoutExperimentManager(ExperimentManager):
             super()._save_config(saved_hyperparams)
 
     def save_trained_model(self, model: Any) -> None:
-        """The final model, written to a temporary name and renamed into place."""
+        """
+        The final model, written to a temporary name and renamed into place. A full disk ends the
+        run with exit status 1 and one line on stderr; the previous final model, if any, stays whole
+        and the run resumes from its last checkpoint.
+        """
         final = Path(self.save_path) / f"{self.env_name}.zip"
         tmp = Path(self.save_path) / f".{self.env_name}.tmp.zip"
-        model.save(tmp)
+        try:
+            model.save(tmp)
+        except OSError as exc:
+            if not ckpt.is_disk_full(exc):
+                raise
+            tmp.unlink(missing_ok=True)
+            kept = "the previous one is kept; " if final.exists() else ""
+            print(f"error: the final model {final} was not written: {ckpt.describe_write_error(exc)}; {kept}"
+                  f"free some space, then: python -m sb3_breakout.train --resume {self.save_path}", file=sys.stderr)
+            raise SystemExit(1) from None
         os.replace(tmp, final)
         print(f"Saved {final}")
 
@@ -450,6 +463,14 @@ def learn(args: argparse.Namespace, exp_manager: BreakoutExperimentManager, mode
         )
     except ckpt.TrainingDivergedError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk while training (the Monitor file): exit 1, the run resumes
+        if not ckpt.is_disk_full(exc):
+            raise
+        ckpt.close_quietly(model.env)
+        print(f"error: {ckpt.describe_write_error(exc)} at step {model.num_timesteps}; the last good checkpoint "
+              f"is {saver.last_checkpoint}: free some space, then: python -m sb3_breakout.train --resume {run_dir}",
+              file=sys.stderr)
         return 1
     finally:
         model.env.close()
