@@ -1,9 +1,22 @@
-"""What every command-line tool of the package shares: one-line errors for bad flags."""
+"""
+What every command-line tool of the package shares: one-line errors for bad flags, and the checks of
+values typed on the command line that several tools take (``--num-threads``, output files and
+folders; ``--device``, whole numbers written ``1e6`` and ``-params`` come from
+:mod:`sb3_breakout.flags`), each a one-line
+:class:`sb3_breakout.config.ConfigError` (or argparse's one-line error) that names the value and what
+is allowed, before anything is written.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
+from pathlib import Path
 from typing import NoReturn
+
+from sb3_breakout import config as cfg
+from sb3_breakout.flags import ParamsAction, check_device, whole_number  # noqa: F401  (train's, shared)
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -14,3 +27,71 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_num_threads(threads: int) -> None:
+    """``--num-threads``: <= 0 (torch's default) or at most 4 threads a CPU (torch crashes on huge counts)."""
+    most = 4 * cpu_count()
+    if threads > most:
+        raise cfg.ConfigError(f"--num-threads={threads} is not allowed: at most {most} (4 per CPU of this "
+                              "machine), or <= 0 for torch's default")
+
+
+def _nearest_existing(path: Path) -> Path:
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing
+
+
+def _probe_writable(folder: Path, flag: str, value: str) -> None:
+    """Create and remove a file in ``folder``: a folder that refuses it (``/proc``, read-only) is refused."""
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".sb3_breakout-probe-")
+    except OSError as exc:
+        raise cfg.ConfigError(f"{flag} {value!r} cannot be written: {folder} does not take new files "
+                              f"({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(name)
+
+
+def check_output_file(path: str | Path, flag: str = "-o") -> Path:
+    """
+    An output file that can be written: not empty, not a folder, under a folder that exists or can be
+    made (the nearest existing one is a folder that takes new files). Writes nothing (a probe file is
+    made and removed at once).
+
+    :return: the path.
+    """
+    value = str(path)
+    if not value.strip():
+        raise cfg.ConfigError(f"{flag} {value!r} is not allowed: give a file path")
+    path = Path(value)
+    if path.is_dir():
+        raise cfg.ConfigError(f"{flag} {value!r} is a folder: give a file path")
+    existing = _nearest_existing(path.absolute().parent)
+    if not existing.is_dir():
+        raise cfg.ConfigError(f"{flag} {value!r} cannot be written: {existing} is a file, not a folder")
+    _probe_writable(existing, flag, value)
+    return path
+
+
+def check_output_folder(path: str | Path, flag: str) -> Path:
+    """An output folder that exists or can be made (see :func:`check_output_file`). Writes nothing."""
+    value = str(path)
+    if not value.strip():
+        raise cfg.ConfigError(f"{flag} {value!r} is not allowed: give a folder")
+    path = Path(value)
+    existing = _nearest_existing(path.absolute())
+    if not existing.is_dir():
+        raise cfg.ConfigError(f"{flag} {value!r} cannot be written: {existing} is a file, not a folder")
+    _probe_writable(existing, flag, value)
+    return path

@@ -46,12 +46,10 @@ import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
-import torch as th
-import yaml
 from gymnasium.wrappers import AtariPreprocessing
 from stable_baselines3.common.atari_wrappers import NoopResetEnv
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -59,7 +57,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack
 
 from sb3_breakout import config as cfg
-from sb3_breakout.cli import OneLineArgumentParser
+from sb3_breakout.cli import OneLineArgumentParser, check_output_file, cpu_count, whole_number
 from sb3_breakout.runs import Target, add_target_arguments, default_output, load_model, target_from
 
 #: Breakout reference scores for normalisation (van Hasselt et al. 2016 / Wang et al. 2016).
@@ -194,6 +192,10 @@ class Protocol:
                                   "(the profiles' no-op reset draws 1 to noop_max no-ops)")
         if self.max_frames < 1:
             raise cfg.ConfigError(f"--max-frames={self.max_frames} is not allowed: must be an integer >= 1")
+        if self.max_frames <= self.noop_max:  # else every game ends in its no-ops, restarting for ever
+            raise cfg.ConfigError(f"--max-frames={self.max_frames} with --noop-max={self.noop_max} is not allowed: "
+                                  "--max-frames must be larger than --noop-max (a game starts with up to "
+                                  "--noop-max no-op frames)")
         if self.seed < 0:
             raise cfg.ConfigError(f"--seed={self.seed} is not allowed: must be an integer >= 0")
 
@@ -388,6 +390,32 @@ def format_table(results: list[GameResult], summary: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def check_env_builds(target: Target, protocol: Protocol, model: BaseAlgorithm) -> None:
+    """Build the run's env once (a damaged ``config.yml``, a model of other observations: a ConfigError)."""
+    import ale_py
+
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # its banner on stderr is not an error
+    where = f"the run {target.run_dir}" if target.run_dir is not None else f"the profile of {target.model_path}"
+    try:
+        probe = make_game_env(target, protocol.max_frames, protocol.noop_max)
+    except Exception as exc:  # ImportError of a wrapper, ValueError of frame_stack, a bad env_kwargs ...
+        reason = " ".join(str(exc).split())[:300]
+        raise cfg.ConfigError(f"{where} cannot build its env from its config.yml: {type(exc).__name__}: "
+                              f"{reason}") from None
+    obs_shape = probe.observation_space.shape
+    probe.close()
+    if obs_shape != model.observation_space.shape:
+        raise cfg.ConfigError(f"the model {target.model_path} expects observations "
+                              f"{model.observation_space.shape} but {where} gives {obs_shape}")
+
+
+def check_n_envs(n_envs: int) -> None:
+    most = 4 * cpu_count()  # each env may be a process
+    if not 1 <= n_envs <= most:
+        raise cfg.ConfigError(f"--n-envs={n_envs} is not allowed: must be an integer >= 1 and <= {most} "
+                              "(4 per CPU of this machine)")
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` to a temporary name and rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -399,16 +427,16 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------- CLI
 def add_protocol_arguments(parser: argparse.ArgumentParser, games: int = 30) -> None:
     defaults = Protocol(games=games)
-    parser.add_argument("--games", type=int, default=defaults.games,
+    parser.add_argument("--games", type=whole_number, default=defaults.games,
                         help=f"full games (default: {defaults.games})")
     parser.add_argument("--epsilon", type=float, default=defaults.epsilon,
                         help=f"probability of a random action (default: {defaults.epsilon})")
-    parser.add_argument("--noop-max", type=int, default=defaults.noop_max,
+    parser.add_argument("--noop-max", type=whole_number, default=defaults.noop_max,
                         help=f"each game starts with 1 to N no-ops (default: {defaults.noop_max})")
-    parser.add_argument("--max-frames", type=int, default=defaults.max_frames,
+    parser.add_argument("--max-frames", type=whole_number, default=defaults.max_frames,
                         help="emulator frames per game before it is cut "
                         f"(default: {defaults.max_frames:,} = 30 min)")
-    parser.add_argument("--seed", type=int, default=defaults.seed,
+    parser.add_argument("--seed", type=whole_number, default=defaults.seed,
                         help="game i plays with env seed SEED+i and its own epsilon RNG "
                         f"(default: {defaults.seed})")
 
@@ -441,24 +469,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         protocol = protocol_from(args)
-        if args.n_envs < 1:
-            raise cfg.ConfigError(f"--n-envs={args.n_envs} is not allowed: must be an integer >= 1")
+        check_n_envs(args.n_envs)
+        if args.output is not None:
+            check_output_file(args.output)
         target = target_from(args)
+        output = Path(args.output) if args.output is not None else default_output(target, "evaluation", ".json")
+        check_output_file(output)
         model = load_model(target, args.device)
+        check_env_builds(target, protocol, model)
     except cfg.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     vec_env = args.vec_env or ("subproc" if args.n_envs > 1 else "dummy")
     vec_env_cls = SubprocVecEnv if vec_env == "subproc" else DummyVecEnv
     make_env = partial(make_game_env, target, protocol.max_frames, protocol.noop_max, vec_env_cls=vec_env_cls)
-    probe = make_game_env(target, protocol.max_frames, protocol.noop_max)
-    obs_shape = probe.observation_space.shape
-    probe.close()
-    if obs_shape != model.observation_space.shape:
-        print(f"error: the model {target.model_path} expects observations {model.observation_space.shape} "
-              f"but the run's env gives {obs_shape}", file=sys.stderr)
-        return 2
-    output = Path(args.output) if args.output else default_output(target, "evaluation", ".json")
 
     print(f"Evaluating {target.model_path} on {target.env_id} (profile {target.profile or 'n/a'}): "
           f"{protocol.games} games, epsilon {protocol.epsilon}, 1-{protocol.noop_max} no-ops, "

@@ -44,10 +44,12 @@ from stable_baselines3.common.monitor import Monitor, get_monitor_files  # noqa:
 
 from sb3_breakout import config as cfg  # noqa: E402
 from sb3_breakout.envs import FRAME_SKIP  # noqa: E402
-from sb3_breakout.cli import OneLineArgumentParser  # noqa: E402
+from sb3_breakout.cli import OneLineArgumentParser, check_output_file, whole_number  # noqa: E402
 
 #: Points of the common step grid on which the seeds of a group are averaged.
 GRID_POINTS = 400
+#: Largest --dpi: 10,000 x 8,000 pixels (matplotlib refuses 65,536; memory runs out well before).
+MAX_DPI = 1000
 
 
 @dataclass
@@ -101,18 +103,28 @@ def read_monitor_file(path: Path) -> tuple[pd.DataFrame, float]:
     which would put those games first. Here rows keep their file order and each restart of ``t``
     continues from the last time before it (the paused time is left out).
     """
-    with open(path) as f:
-        first = f.readline()
-        if not first.startswith("#"):
-            raise cfg.ConfigError(f"{path} is not a Monitor file (no '#{{...}}' header line)")
-        try:
+    try:
+        with open(path) as f:
+            first = f.readline()
+            if not first.startswith("#"):
+                raise cfg.ConfigError(f"{path} is not a Monitor file (no '#{{...}}' header line)")
             header = json.loads(first[1:])
             frame = pd.read_csv(f, index_col=None)
-        except (json.JSONDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise cfg.ConfigError(f"{path} is not a readable Monitor file ({type(exc).__name__})") from None
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        if isinstance(exc, cfg.ConfigError):
+            raise
+        raise cfg.ConfigError(f"{path} is not a readable Monitor file ({type(exc).__name__})") from None
+    if not isinstance(header, dict):
+        raise cfg.ConfigError(f"{path} is not a Monitor file (its header line is not '#{{...}}')")
     missing = {"r", "l", "t"} - set(frame.columns)
     if missing:
         raise cfg.ConfigError(f"{path} is not a Monitor file: no column {sorted(missing)[0]!r}")
+    numbers = frame[["r", "l", "t"]].apply(pd.to_numeric, errors="coerce")
+    bad = numbers.isna().any(axis=1).to_numpy()
+    if bad[:-1].any():  # a half-written last row is a game being written by a run still going: left out
+        row = int(np.flatnonzero(bad)[0])
+        raise cfg.ConfigError(f"{path} is damaged: data row {row + 1} (line {row + 3}) is not three numbers r,l,t")
+    frame = numbers[~bad].copy()
     t = frame["t"].to_numpy(dtype=float)
     fixed = t.copy()
     offset = 0.0
@@ -133,6 +145,8 @@ def load_run(folder: str | Path, frame_skip: int = FRAME_SKIP) -> RunCurve:
     :raises cfg.ConfigError: no such folder, no Monitor file, or no finished game.
     """
     folder = Path(folder)
+    if folder.is_file():
+        raise cfg.ConfigError(f"run folder {str(folder)!r} is a file: give the folder holding its *.monitor.csv")
     if not folder.is_dir():
         raise cfg.ConfigError(f"run folder {str(folder)!r} does not exist")
     files = sorted(get_monitor_files(str(folder)))
@@ -167,12 +181,38 @@ def read_reference(path: str) -> pd.DataFrame:
     """A reference curve: a CSV with columns ``steps`` (agent steps) and ``score``."""
     try:
         data = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise cfg.ConfigError(f"cannot read reference CSV {path!r}: {exc}") from None
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise cfg.ConfigError(f"cannot read reference CSV {path!r}: {reason}") from None
     if not {"steps", "score"} <= set(data.columns):
-        found = ",".join(map(str, data.columns))
+        found = ",".join(map(str, data.columns))[:200]
         raise cfg.ConfigError(f"reference CSV {path!r} must have columns steps,score; it has {found}")
+    for column in ("steps", "score"):
+        if not pd.api.types.is_numeric_dtype(data[column]) or data[column].isna().any() or data.empty:
+            raise cfg.ConfigError(f"reference CSV {path!r}: column {column} must hold numbers on every row")
     return data
+
+
+def check_text(texts: list[tuple[str, str]]) -> None:
+    """
+    Titles and legend labels as matplotlib draws them: ``$...$`` is mathtext, which fails only when the
+    figure is drawn; each is drawn here first, so that a bad one is refused before anything is written.
+
+    :param texts: (what, text), e.g. ("--title", "...").
+    """
+    for what, text in texts:
+        if text.count("$") - text.count(r"\$") < 2:  # no mathtext
+            continue
+        fig = plt.figure(figsize=(1, 1))
+        try:
+            fig.text(0, 0, text)
+            fig.canvas.draw()
+        except Exception as exc:
+            reason = " ".join(str(exc).split())[:150]
+            raise cfg.ConfigError(f"{what} {text!r} is not text matplotlib can draw (mathtext between $ signs: "
+                                  f"{reason}); write \\$ for a dollar sign") from None
+        finally:
+            plt.close(fig)
 
 
 def group_band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -275,19 +315,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "(mean ± std)")
     parser.add_argument("-o", "--output", default="learning_curve.png",
                         help="PNG file (default: learning_curve.png)")
-    parser.add_argument("--window", type=int, default=100, help="games in the running mean (default: 100)")
+    parser.add_argument("--window", type=whole_number, default=100, help="games in the running mean (default: 100)")
     parser.add_argument("--reference", action="append", default=[], metavar="CSV",
                         help="reference curve with columns steps,score, drawn dashed up to the x limit; "
                         "may be given more than once (default: none)")
     parser.add_argument("--reference-label", action="append", default=[],
                         help="its legend, once per --reference (default: the CSV's file name)")
-    parser.add_argument("--frame-skip", type=int, default=FRAME_SKIP,
+    parser.add_argument("--frame-skip", type=whole_number, default=FRAME_SKIP,
                         help="emulator frames per agent step, to turn Monitor lengths into steps "
                         f"(default: {FRAME_SKIP})")
     parser.add_argument("--max-steps", type=float, default=None,
                         help="x-axis limit in agent steps (default: the longest run's last step)")
     parser.add_argument("--title", default=None, help="figure title (default: a description of the panels)")
-    parser.add_argument("--dpi", type=int, default=100,
+    parser.add_argument("--dpi", type=whole_number, default=100,
                         help="pixels per inch of the 10x8 inch figure (default: 100)")
     return parser
 
@@ -295,12 +335,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        for name in ("window", "frame_skip", "dpi"):
-            if getattr(args, name) < 1:
-                raise cfg.ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} is not allowed: "
-                                      "must be an integer >= 1")
-        if args.max_steps is not None and not args.max_steps > 0:
+        for name, high in (("window", None), ("frame_skip", None), ("dpi", MAX_DPI)):
+            value = getattr(args, name)
+            if value < 1 or (high is not None and value > high):
+                most = f" and <= {high}" if high is not None else ""
+                raise cfg.ConfigError(f"--{name.replace('_', '-')}={value} is not allowed: must be an integer "
+                                      f">= 1{most}")
+        if args.max_steps is not None and not 0 < args.max_steps < float("inf"):
             raise cfg.ConfigError(f"--max-steps={args.max_steps} is not allowed: must be a number > 0")
+        output = check_output_file(args.output)
         groups = []
         for spec in args.runs:
             name, folders = parse_spec(spec)
@@ -315,10 +358,11 @@ def main(argv: list[str] | None = None) -> int:
             if any(len(run.steps) == 0 for _, runs in groups for run in runs):
                 raise cfg.ConfigError(f"--max-steps={args.max_steps:g} is not allowed: a run has no game "
                                       "ended by then")
+        check_text([("--title", args.title or "")] + [("run name", name) for name, _ in groups]
+                   + [("--reference-label", label) for label in labels])
     except cfg.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    output = Path(args.output)
     x_max = plot(groups, output, window=args.window, references=references, max_steps=args.max_steps,
                  title=args.title, dpi=args.dpi)
     for name, runs in groups:

@@ -22,19 +22,20 @@ Exit status: 0 done, 2 bad input (a one-line error naming the bad value; nothing
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
+import psutil
 
 from sb3_breakout import config as cfg
-from sb3_breakout.cli import OneLineArgumentParser
+from sb3_breakout.cli import OneLineArgumentParser, check_output_file, whole_number
 from sb3_breakout.evaluate import (
     Protocol,
     add_protocol_arguments,
+    check_env_builds,
     epsilon_greedy,
     first_game,
     make_game_env,
@@ -42,9 +43,11 @@ from sb3_breakout.evaluate import (
     protocol_from,
     queue_game,
 )
-from sb3_breakout.runs import add_target_arguments, default_output, load_model, target_from
+from sb3_breakout.runs import Target, add_target_arguments, default_output, load_model, target_from
 
 FORMATS = ("gif", "mp4")
+#: Bytes of one RGB screen of the ALE (210 x 160 x 3) at --scale 1.
+SCREEN_BYTES = 210 * 160 * 3
 
 
 def annotate(frame: np.ndarray, text: str, scale: int = 1) -> np.ndarray:
@@ -100,19 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_target_arguments(parser)
     add_protocol_arguments(parser, games=1)
-    parser.add_argument("--stride", type=int, default=1,
+    parser.add_argument("--stride", type=whole_number, default=1,
                         help="one video frame every N agent steps (1 step = 4 emulator frames) (default: 1)")
-    parser.add_argument("--max-video-frames", type=int, default=2000,
+    parser.add_argument("--max-video-frames", type=whole_number, default=2000,
                         help="stop playing after this many video frames (default: 2000)")
     parser.add_argument("--fps", type=float, default=30.0,
                         help="video frames per second (default: 30; with --stride 1 twice real time)")
-    parser.add_argument("--scale", type=int, default=1,
+    parser.add_argument("--scale", type=whole_number, default=1,
                         help="enlarge the 210x160 screen N times (default: 1)")
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS),
                         help="files to write (default: gif mp4)")
     parser.add_argument("-o", "--output", default=None,
-                        help="output path without extension (default: <run>/videos/<model>, "
-                        "e.g. .../videos/final)")
+                        help="output path without extension, or an existing folder to write <model>.gif/.mp4 "
+                        "in (default: <run>/videos/<model>, e.g. .../videos/final)")
     return parser
 
 
@@ -122,8 +125,38 @@ def check_args(args: argparse.Namespace) -> None:
         if getattr(args, name) < low:
             raise cfg.ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} is not allowed: "
                                   f"must be an integer >= {low}")
-    if not args.fps > 0 or math.isinf(args.fps):
-        raise cfg.ConfigError(f"--fps={args.fps} is not allowed: must be a number > 0")
+    if not 0 < args.fps <= 1000:
+        raise cfg.ConfigError(f"--fps={args.fps} is not allowed: must be a number > 0 and <= 1000")
+    # the frames are held in memory until written: --max-video-frames of them must fit
+    frame_bytes = SCREEN_BYTES * args.scale ** 2
+    available = psutil.virtual_memory().available
+    if frame_bytes * args.max_video_frames > available:
+        raise cfg.ConfigError(
+            f"--max-video-frames={args.max_video_frames} at --scale={args.scale} is not allowed: the frames "
+            f"would need {frame_bytes * args.max_video_frames / 1e9:.1f} GB, {available / 1e9:.1f} GB of RAM "
+            f"is available (at most {max(available // frame_bytes, 0)} frames at this scale)")
+
+
+def output_stem(args: argparse.Namespace, target: Target) -> Path:
+    """
+    ``-o`` without its extension (an existing folder: ``<folder>/<model>``), or ``<run>/videos/<model>``;
+    checked to be writable.
+
+    :raises cfg.ConfigError: a path that cannot be written.
+    """
+    if args.output is None:
+        stem = default_output(target, "videos", "")
+    elif not args.output.strip():
+        raise cfg.ConfigError(f"-o {args.output!r} is not allowed: give a file path without extension")
+    elif Path(args.output).is_dir():
+        stem = Path(args.output) / target.label
+    else:
+        stem = Path(args.output)
+    if stem.suffix in (".gif", ".mp4"):
+        stem = stem.with_suffix("")
+    for fmt in args.format:
+        check_output_file(stem.with_name(f"{stem.name}.{fmt}"), "-o")
+    return stem
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,13 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         protocol: Protocol = protocol_from(args)
         check_args(args)
         target = target_from(args)
+        stem = output_stem(args, target)
         model = load_model(target, args.device)
+        check_env_builds(target, protocol, model)
     except cfg.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    stem = Path(args.output) if args.output else default_output(target, "videos", "")
-    if stem.suffix in (".gif", ".mp4"):
-        stem = stem.with_suffix("")
 
     env = make_game_env(target, protocol.max_frames, protocol.noop_max, render_mode="rgb_array")
     frames: list[np.ndarray] = []

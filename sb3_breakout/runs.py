@@ -24,6 +24,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_breakout import checkpoint as ckpt
 from sb3_breakout import config as cfg
+from sb3_breakout.cli import check_device, check_num_threads, whole_number
 from sb3_breakout.envs import ENV_ID
 
 @dataclass
@@ -60,10 +61,28 @@ class Target:
         return None
 
 
-def read_run_yaml(path: Path) -> Any:
+def read_run_yaml(path: Path) -> dict[str, Any]:
+    """
+    A run's ``config.yml`` or ``args.yml`` as a dict.
+
+    :raises cfg.ConfigError: unreadable, not YAML, or not a mapping (a damaged file).
+    """
     # RL Zoo writes args.yml as a python OrderedDict and reads both files with the unsafe loader.
-    with open(path) as f:
-        return yaml.load(f, Loader=yaml.UnsafeLoader)
+    try:
+        with open(path) as f:
+            data = yaml.load(f, Loader=yaml.UnsafeLoader)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise cfg.ConfigError(f"cannot read the run file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise cfg.ConfigError(f"the run file {path} is not valid YAML{line}: repair it or train again") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise cfg.ConfigError(f"the run file {path} must map names to values, got {type(data).__name__}: "
+                              "repair it or train again")
+    return dict(data)
 
 
 def run_dir_of_zip(zip_path: Path) -> Path | None:
@@ -128,6 +147,8 @@ def resolve_target(
 
     :raises cfg.ConfigError: one line naming the bad value and what is allowed.
     """
+    if not str(path).strip():
+        raise cfg.ConfigError(f"{path!r} is not allowed: give a run folder, a log folder or a model .zip")
     given = Path(path)
     if not given.exists():
         raise cfg.ConfigError(f"{path!r} does not exist: give a run folder, a log folder or a model .zip")
@@ -185,9 +206,9 @@ def resolve_target(
     if run_dir is not None and config_dirs(run_dir):
         config_dir = config_dirs(run_dir)[0]
         env_id = config_dir.name
-        hyperparams = dict(read_run_yaml(config_dir / "config.yml") or {})
+        hyperparams = read_run_yaml(config_dir / "config.yml")
         args_file = config_dir / "args.yml"
-        saved_args = dict(read_run_yaml(args_file) or {}) if args_file.is_file() else {}
+        saved_args = read_run_yaml(args_file) if args_file.is_file() else {}
         algo = str(saved_args.get("algo") or algo or "dqn")
         env_kwargs = {**(hyperparams.get("env_kwargs") or {}), **(saved_args.get("env_kwargs") or {})}
     else:
@@ -218,8 +239,9 @@ def load_model(target: Target, device: str = "auto") -> BaseAlgorithm:
             buffer_size=1, replay_buffer_class=None, replay_buffer_kwargs={}, optimize_memory_usage=False,
         )
     except Exception as exc:  # a damaged or foreign zip: say which file
-        raise cfg.ConfigError(
-            f"cannot load {target.algo} model {target.model_path}: {type(exc).__name__}: {exc}") from None
+        reason = " ".join(str(exc).split())[:300]
+        raise cfg.ConfigError(f"cannot load {target.algo} model {target.model_path} (damaged, or not a "
+                              f"{target.algo} model): {type(exc).__name__}: {reason}") from None
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -229,16 +251,18 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
                         "run) or model .zip")
     parser.add_argument("--load-best", action="store_true",
                         help="the run's best_model.zip (RL Zoo's EvalCallback) instead of the final model")
-    parser.add_argument("--load-checkpoint", type=int, metavar="N", default=None,
+    parser.add_argument("--load-checkpoint", type=whole_number, metavar="N", default=None,
                         help="the checkpoint <run>/checkpoints/step_N/model.zip instead of the final model")
     parser.add_argument("--load-last-checkpoint", action="store_true", help="the newest checkpoint")
-    parser.add_argument("--env", default=ENV_ID,
-                        help=f"env id when the run folder does not say (default: {ENV_ID})")
+    parser.add_argument("--env", default=None,
+                        help=f"env id when the run folder does not say (default: {ENV_ID}); a run folder's "
+                        "own must match")
     parser.add_argument("--algo", default=None, choices=cfg.ALGORITHMS,
                         help="algorithm when the run folder does not say: of a model zip outside any run "
                         "(default: dqn), of the latest run in a log folder (default: the most recent of any)")
     parser.add_argument("--profile", default=None,
-                        help="YAML profile for a model zip outside any run folder (default: deepmind)")
+                        help="YAML profile for a model zip outside any run folder (default: deepmind); a run "
+                        "folder's own must match")
     parser.add_argument("--device", default="auto", help="PyTorch device (default: auto)")
     parser.add_argument("--num-threads", type=int, default=1,
                         help="torch CPU threads (default: 1: a forward pass on one observation gains nothing "
@@ -247,14 +271,23 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
 
 def target_from(args: argparse.Namespace) -> Target:
     """The model the flags name (after ``--num-threads`` is applied to torch)."""
-    if args.num_threads > 0:
-        th.set_num_threads(args.num_threads)
+    check_num_threads(args.num_threads)
+    check_device(args.device)
     if args.load_checkpoint is not None and args.load_checkpoint < 0:
         raise cfg.ConfigError(
             f"--load-checkpoint={args.load_checkpoint} is not allowed: must be a step count >= 0")
-    return resolve_target(args.path, load_best=args.load_best, load_checkpoint=args.load_checkpoint,
-                          load_last_checkpoint=args.load_last_checkpoint, env_id=args.env, algo=args.algo,
-                          profile=args.profile)
+    target = resolve_target(args.path, load_best=args.load_best, load_checkpoint=args.load_checkpoint,
+                            load_last_checkpoint=args.load_last_checkpoint, env_id=args.env or ENV_ID,
+                            algo=args.algo, profile=args.profile)
+    if args.env is not None and target.env_id != args.env:
+        raise cfg.ConfigError(f"--env {args.env!r} does not match the run's env {target.env_id!r}: leave --env "
+                              "out for a run folder")
+    if args.profile is not None and target.run_dir is not None and (target.profile or "") != args.profile:
+        raise cfg.ConfigError(f"--profile {args.profile!r} does not match the run's profile {target.profile!r}: "
+                              "--profile is for a model zip outside any run folder")
+    if args.num_threads > 0:
+        th.set_num_threads(args.num_threads)
+    return target
 
 
 def default_output(target: Target, folder: str, suffix: str) -> Path:

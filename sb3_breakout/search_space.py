@@ -199,6 +199,8 @@ def _read_space_file(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise cfg.ConfigError(f"cannot read search-space file {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise cfg.ConfigError(f"search-space file {str(path)!r} is not text (YAML mapping names to ranges)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""

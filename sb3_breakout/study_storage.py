@@ -20,7 +20,13 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 from optuna.trial import FrozenTrial, TrialState
 
 from sb3_breakout import config as cfg
-from sb3_breakout.train import check_writable
+from sb3_breakout.cli import check_output_folder
+
+#: Seconds a worker waits for a database server to answer before the command fails (a URL's own
+#: ``connect_timeout`` wins).
+CONNECT_TIMEOUT_S = 10
+#: The first bytes of an SQLite database file.
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 @dataclass(frozen=True)
@@ -74,10 +80,8 @@ def parse_storage(value: str | None, log_folder: str | Path) -> StorageSpec:
         return StorageSpec(f"sqlite:///{Path(log_folder) / 'optuna.db'}")
     if "://" not in value:
         if value.endswith(".log"):
-            path = Path(value)
-            check_writable(str(path.parent))
-            if path.exists() and not path.is_file():
-                raise cfg.ConfigError(f"journal storage {value!r} is not a file")
+            check_file(Path(value), value, "journal storage")
+            check_journal(Path(value), value)
             return StorageSpec(value, journal=True)
         raise cfg.ConfigError(f"malformed storage {value!r}: expected a database URL such as {STORAGE_FORMS}")
     from sqlalchemy.engine import make_url
@@ -110,10 +114,57 @@ def parse_storage(value: str | None, log_folder: str | Path) -> StorageSpec:
             raise cfg.ConfigError(f"storage URL {value!r} names no SQLite file: use "
                                   "sqlite:///relative/path.db or sqlite:////absolute/path.db (an in-memory "
                                   "study would be lost)")
-        if not Path(database).parent.is_dir():
-            folder = str(Path(database).parent)
-            raise cfg.ConfigError(f"storage URL {shown!r}: folder {folder!r} does not exist")
+        path = Path(database)
+        check_file(path, shown, "storage URL")
+        if path.is_file() and path.stat().st_size > 0:
+            with open(path, "rb") as f:
+                if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+                    raise cfg.ConfigError(f"storage URL {shown!r}: {database!r} is not an SQLite database: "
+                                          "give a new file name or an Optuna SQLite file")
     return StorageSpec(value)
+
+
+def check_file(path: Path, shown: str, what: str) -> None:
+    """A storage file: in a folder that exists and takes new files, and not a folder itself."""
+    if path.parent.is_file():
+        raise cfg.ConfigError(f"{what} {shown!r}: {str(path.parent)!r} is a file, not a folder")
+    if not path.parent.is_dir():
+        raise cfg.ConfigError(f"{what} {shown!r}: folder {str(path.parent)!r} does not exist")
+    if path.is_dir():
+        raise cfg.ConfigError(f"{what} {shown!r}: {str(path)!r} is a folder, not a file")
+    check_output_folder(path.parent, what)
+
+
+def check_journal(path: Path, value: str) -> None:
+    """An existing journal file starts with Optuna's JSON log lines (else Optuna would append to it)."""
+    import json
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as f:
+        first = f.readline()
+    try:
+        ok = isinstance(json.loads(first), dict) and "op_code" in json.loads(first)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise cfg.ConfigError(f"journal storage {value!r} is not an Optuna journal file (its first line is not "
+                              "an Optuna log entry): give a new file name or an Optuna journal")
+
+
+def connect_args(spec: StorageSpec) -> dict[str, Any]:
+    """
+    SQLAlchemy ``connect_args`` of ``spec``: SQLite waits 60 s for a locked file; a database server
+    that does not answer fails the connection after :data:`CONNECT_TIMEOUT_S` (not the OS's minutes).
+    """
+    from sqlalchemy.engine import make_url
+
+    backend = spec.backend
+    if backend == "sqlite":
+        return {"timeout": 60}
+    if backend in ("postgresql", "mysql", "mariadb") and "connect_timeout" not in make_url(spec.url).query:
+        return {"connect_timeout": CONNECT_TIMEOUT_S}
+    return {}
 
 
 def open_storage(spec: StorageSpec, heartbeat_interval: int, grace_period: int | None,
@@ -127,9 +178,9 @@ def open_storage(spec: StorageSpec, heartbeat_interval: int, grace_period: int |
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         return JournalStorage(JournalFileBackend(spec.url))
-    engine_kwargs: dict[str, Any] = (
-        {"connect_args": {"timeout": 60}} if spec.backend == "sqlite" else {"pool_pre_ping": True}
-    )
+    engine_kwargs: dict[str, Any] = {"connect_args": connect_args(spec)}
+    if spec.backend != "sqlite":
+        engine_kwargs["pool_pre_ping"] = True
     heartbeat: dict[str, Any] = {}
     if heartbeat_interval > 0:
         heartbeat = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
@@ -208,7 +259,8 @@ class ServerClaimLock(ClaimLock):
         from sqlalchemy import create_engine
         from sqlalchemy.pool import NullPool
 
-        self.engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        self.engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
+                                    connect_args=connect_args(StorageSpec(url)))
         postgres = self.engine.dialect.name == "postgresql"
         self._acquire = "SELECT pg_advisory_lock(:key)" if postgres else "SELECT GET_LOCK(:name, -1)"
         self._release = "SELECT pg_advisory_unlock(:key)" if postgres else "SELECT RELEASE_LOCK(:name)"
@@ -300,3 +352,73 @@ def count_trials(trials: list[FrozenTrial]) -> TrialCounts:
         elif t.state == TrialState.WAITING:
             counts.waiting += 1
     return counts
+
+
+# ================================================================================ opening a study
+def storage_files(spec: StorageSpec) -> list[Path]:
+    """The files a worker may create when it opens ``spec``: the database or journal and their locks."""
+    if spec.journal:
+        return [Path(spec.url + suffix) for suffix in ("", ".lock", ".claim.lock")]
+    if spec.backend == "sqlite":
+        from sqlalchemy.engine import make_url
+
+        database = make_url(spec.url).database or ""
+        return [Path(database + suffix) for suffix in ("", ".tune.lock", "-journal", "-wal", "-shm")]
+    return []
+
+
+def make_folders(folder: Path) -> list[Path]:
+    """``mkdir -p folder``; returns the folders it made, deepest first (for :func:`remove_folders`)."""
+    made = []
+    for path in [folder.absolute(), *folder.absolute().parents]:
+        if path.exists():
+            break
+        made.append(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def remove_made(files: list[Path], folders: list[Path]) -> None:
+    """Remove files and folders this worker made (a folder only while it is empty)."""
+    for path in files:
+        path.unlink(missing_ok=True)
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def open_study(spec: StorageSpec, create: Any, heartbeat_interval: int, grace_period: int | None,
+               max_retry: int | None, made_folders: list[Path] = ()) -> tuple[Any, ClaimLock]:
+    """
+    Open Optuna's storage of ``spec`` and ``create(storage)`` (create or join the study, check its
+    settings) under the claim lock. Fails in bounded time (:data:`CONNECT_TIMEOUT_S` for a database
+    server) and leaves nothing behind: the files this call made (database, journal, lock files) and
+    ``made_folders`` are removed.
+
+    :return: what ``create`` returned, and the claim lock (released) for the worker loop.
+    :raises ConfigError: one line: the server refused or did not answer, the file is not a database,
+        the study was made with other settings, ...
+    """
+    made = [path for path in storage_files(spec) if not path.exists()]
+    try:
+        lock = make_claim_lock(spec)
+        lock.acquire()
+        try:
+            study = create(open_storage(spec, heartbeat_interval, grace_period, max_retry))
+        finally:
+            lock.release()
+        if not spec.heartbeat_supported:
+            print(f"warning: journal storage {spec.url!r} has no heartbeat: a worker killed mid-trial leaves its "
+                  "trial RUNNING (not retried); use an RDB storage (sqlite:///..., postgresql://...) for that",
+                  file=sys.stderr)
+        return study, lock
+    except cfg.ConfigError:
+        remove_made(made, list(made_folders))
+        raise
+    except Exception as exc:  # the server refused, the file is not a database, ...
+        remove_made(made, list(made_folders))
+        text = " ".join(str(exc).split())
+        first = text[:300] if text else type(exc).__name__
+        raise cfg.ConfigError(f"cannot open storage {spec.display!r}: {first}") from None

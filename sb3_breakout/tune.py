@@ -56,10 +56,11 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 from rl_zoo3.callbacks import TrialEvalCallback
-from rl_zoo3.utils import StoreDict
 
 from sb3_breakout import checkpoint as ckpt
 from sb3_breakout import config as cfg
+from sb3_breakout import cli
+from sb3_breakout.cli import whole_number
 from sb3_breakout.envs import ENV_ID
 from sb3_breakout.search_space import (
     Param,
@@ -75,11 +76,11 @@ from sb3_breakout.study_storage import (
     StorageSpec,
     TrialCounts,
     count_trials,
-    make_claim_lock,
-    open_storage,
+    make_folders,
+    open_study,
     parse_storage,
 )
-from sb3_breakout.train import BreakoutExperimentManager, check_env, check_memory, check_writable
+from sb3_breakout.train import BreakoutExperimentManager, check_env, check_memory
 
 #: Study user attributes written by this module.
 SETTINGS_ATTR = "sb3_breakout.settings"
@@ -353,7 +354,7 @@ def write_outputs(study: optuna.Study, plan: Plan) -> FrozenTrial | None:
 
 # ============================================================================================= CLI
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.OneLineArgumentParser(
         prog="python -m sb3_breakout.tune",
         description="Tune DQN's or QR-DQN's hyperparameters on Breakout with Optuna; write the best trial as RL Zoo "
         "YAML. Run the same command on several machines (same --storage and --study-name) to share one "
@@ -366,22 +367,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="YAML entry: 'deepmind' (default), 'keras', or NAME of an entry '<env>-NAME'")
     parser.add_argument("-conf", "--conf-file", default=None,
                         help="hyperparameter YAML (default: hyperparams/<algo>.yml)")
-    parser.add_argument("-params", "--hyperparams", type=str, nargs="+", action=StoreDict, default=None,
+    parser.add_argument("-params", "--hyperparams", type=str, nargs="+", action=cli.ParamsAction, default=None,
                         help="override entry hyperparameters for every trial (and take them out of the "
                         "search), e.g. -params learning_starts:1000")
     parser.add_argument("--search-space", default=None, metavar="YAML",
                         help="change parameters of hyperparams/<algo>_search_space.yml: fix (value), narrow "
                         "({low, high} or a list) or drop (null) them")
-    parser.add_argument("--n-trials", type=int, default=100,
+    parser.add_argument("--n-trials", type=whole_number, default=100,
                         help="finished trials of the whole study, all workers together (default: 100)")
-    parser.add_argument("-n", "--n-timesteps", type=int, default=1_000_000,
+    parser.add_argument("-n", "--n-timesteps", type=whole_number, default=1_000_000,
                         help="agent steps of training per trial (default: 1000000)")
-    parser.add_argument("--n-evaluations", type=int, default=5,
+    parser.add_argument("--n-evaluations", type=whole_number, default=5,
                         help="evaluations per trial, reported to the pruner (default: 5)")
-    parser.add_argument("--eval-episodes", type=int, default=5, help="full games per evaluation (default: 5)")
+    parser.add_argument("--eval-episodes", type=whole_number, default=5, help="full games per evaluation (default: 5)")
     parser.add_argument("--eval-eps", type=float, default=0.05,
                         help="epsilon while evaluating (default: 0.05)")
-    parser.add_argument("--eval-max-frames", type=int, default=None,
+    parser.add_argument("--eval-max-frames", type=whole_number, default=None,
                         help="emulator frames after which an evaluation game is cut (default: the entry's "
                         "env_kwargs max_episode_steps, 40000)")
     parser.add_argument("--sampler", default="tpe", help=f"{', '.join(SAMPLERS)} (default: tpe)")
@@ -443,10 +444,13 @@ def check_args(args: argparse.Namespace) -> None:
         ("grace_period", args.grace_period is None or args.grace_period > args.heartbeat_interval,
          f"must be larger than --heartbeat-interval ({args.heartbeat_interval})"),
         ("max_retry", args.max_retry >= 0, "must be >= 0"),
+        ("seed", args.seed < 2**31, "must be < 2**31 (trial n trains with seed+n), or -1 for random seeds"),
     ]
     for name, ok, rule in checks:
         if not ok:
             raise cfg.ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} {rule}")
+    cli.check_num_threads(args.num_threads)
+    cli.check_device(args.device)
 
 
 def default_study_name(algo: str, env_id: str, profile: str | None) -> str:
@@ -473,14 +477,18 @@ def prepare(args: argparse.Namespace) -> Plan:
     for end in (0, 1):  # the entry with every parameter at its lowest, then its highest value
         cfg.validate_entry(apply_values(entry, {n: p.bounds()[end] for n, p in space.items()}), args.algo)
     storage = parse_storage(args.storage, args.log_folder)
-    check_writable(args.log_folder)
+    cli.check_output_folder(args.log_folder, "-f/--log-folder")
+    import ale_py
+
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # its banner on stderr is not an error
     obs_shape = check_env(args.env, entry)
     if "buffer_size" in space:
         check_memory({**entry, "buffer_size": space["buffer_size"].bounds()[1]}, obs_shape)
     else:
         check_memory(entry, obs_shape)
 
-    study_name = args.study_name or default_study_name(args.algo, args.env, args.profile)
+    study_name = args.study_name if args.study_name is not None else default_study_name(args.algo, args.env,
+                                                                                         args.profile)
     if not study_name.strip():
         raise cfg.ConfigError("--study-name must not be empty")
     folder = re.sub(r"[^A-Za-z0-9._-]+", "_", study_name).strip(".") or "study"
@@ -601,38 +609,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    if args.num_threads > 0:
-        import torch as th
-
-        th.set_num_threads(args.num_threads)
     heartbeat = plan.settings["heartbeat_interval"]
-    if not plan.storage.heartbeat_supported:
-        print(f"warning: journal storage {plan.storage.url!r} has no heartbeat: a worker killed mid-trial "
-              "leaves its trial RUNNING (not retried); use an RDB storage (sqlite:///..., postgresql://...) "
-              "for that",
-              file=sys.stderr)
-    if args.storage is None:  # the default SQLite file lives in the log folder
-        Path(args.log_folder).mkdir(parents=True, exist_ok=True)
     seed = args.seed if args.seed >= 0 else None
-    lock = make_claim_lock(plan.storage)
-    lock.acquire()
-    try:
-        storage = open_storage(plan.storage, heartbeat, plan.settings["grace_period"] or None, args.max_retry)
+
+    def create(storage: optuna.storages.BaseStorage) -> optuna.Study:
         study = optuna.create_study(
             storage=storage, study_name=plan.study_name, direction="maximize", load_if_exists=True,
             sampler=make_sampler(args.sampler, seed, args.n_startup_trials),
             pruner=make_pruner(args.pruner, args.n_startup_trials, args.n_evaluations),
         )
         check_study_settings(study, plan)
-    except cfg.ConfigError as exc:
+        return study
+
+    try:  # the default SQLite file lives in the log folder
+        made = make_folders(Path(args.log_folder)) if args.storage is None else []
+        study, lock = open_study(plan.storage, create, heartbeat, plan.settings["grace_period"] or None,
+                                 args.max_retry, made)
+    except (cfg.ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # the server refused, the file is not a database, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: cannot open storage {plan.storage.display!r}: {first}", file=sys.stderr)
-        return 2
-    finally:
-        lock.release()
+    if args.num_threads > 0:
+        import torch as th
+
+        th.set_num_threads(args.num_threads)
 
     dashboard = f"optuna-dashboard {plan.storage.display}"
     if not plan.storage.journal and ":***@" in plan.storage.display:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import shutil
 import subprocess
@@ -44,7 +45,7 @@ from sb3_breakout import config as cfg
 from sb3_breakout import evaluate as ev
 from sb3_breakout import runs
 from sb3_breakout import plot as pl
-from sb3_breakout.cli import OneLineArgumentParser
+from sb3_breakout.cli import OneLineArgumentParser, check_output_folder
 from sb3_breakout.checkpoint import checkpoint_root, list_checkpoints
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
@@ -74,12 +75,17 @@ def greedy_rows(run_dir: Path) -> dict[int, tuple[float, list[float]]]:
     path = run_dir / GREEDY_FILE
     if not path.exists():
         return {}
-    rows = {}
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            step = int(row["step"])
-            x = row.get("monitor_step") or monitor_step(checkpoint_root(run_dir) / f"step_{step}") or step
-            rows[step] = (float(x), [float(v) for v in row["scores"].split()])
+    rows, line = {}, 1
+    try:
+        with open(path) as f:
+            for line, row in enumerate(csv.DictReader(f), start=2):
+                step = int(row["step"])
+                x = row.get("monitor_step") or monitor_step(checkpoint_root(run_dir) / f"step_{step}") or step
+                rows[step] = (float(x), [float(v) for v in row["scores"].split()])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, AttributeError, TypeError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise cfg.ConfigError(f"{path} is damaged at line {line} ({type(exc).__name__}: {reason}): it needs the "
+                              "columns step,scores (and monitor_step); repair or remove it") from None
     return rows
 
 
@@ -219,7 +225,8 @@ def table(curves: list[tuple[str, pl.RunCurve]], references, greedy: dict[str, d
 def report(run_dirs: list[Path], out: Path, reference_paths: dict[str, Path], names: list[str] | None,
            solved_at: float = 40.0) -> None:
     names = names or [d.name for d in run_dirs]
-    curves = [(name, pl.load_run(d)) for name, d in zip(names, run_dirs)]
+    pl.check_text([("--names", name) for name in names])
+    curves = [(name, pl.load_run(d)) for name, d in zip(names, run_dirs, strict=True)]
     references = [(label, pl.read_reference(str(path))) for label, path in reference_paths.items() if path.exists()]
     rows = {name: greedy_rows(d) for name, d in zip(names, run_dirs)}
     greedy = {name: {step: scores for step, (_, scores) in points.items()} for name, points in rows.items()}
@@ -236,6 +243,31 @@ def report(run_dirs: list[Path], out: Path, reference_paths: dict[str, Path], na
                 shutil.copy2(file, out / file.name)
     print((out / "learning_curve.md").read_text())
     print(f"wrote {out / 'learning_curve.png'}")
+
+
+# --------------------------------------------------------- report and follow: their input, checked
+def check_report_command(args: argparse.Namespace) -> None:
+    """Refuse bad input to ``report`` before anything is written (the runs are read by ``report``)."""
+    if args.names is not None and len(args.names) != len(args.run_dirs):
+        raise cfg.ConfigError(f"--names gives {len(args.names)} name(s) for {len(args.run_dirs)} run folder(s): "
+                              "give one name per run folder, in the same order")
+    if not math.isfinite(args.solved_at):
+        raise cfg.ConfigError(f"--solved-at={args.solved_at} is not allowed: must be a finite number")
+    for path in args.reference or []:
+        if not path.is_file():
+            raise cfg.ConfigError(f"--reference {str(path)!r} is not a file: give a CSV with columns steps,score")
+    check_output_folder(args.out, "--out")
+
+
+def check_follow_command(args: argparse.Namespace) -> None:
+    """Refuse bad input to ``follow`` before any game is played or line written."""
+    for flag, value in (("--eval-every", args.eval_every), ("--eval-games", args.eval_games)):
+        if value < 1:
+            raise cfg.ConfigError(f"{flag}={value} is not allowed: must be an integer >= 1")
+    if not runs.config_dirs(args.run_dir):
+        raise cfg.ConfigError(f"{str(args.run_dir)!r} is not a run folder (no <env>/config.yml): give "
+                              "<log>/<algo>/<env>_<id> of sb3_breakout.train")
+    greedy_rows(args.run_dir)  # a damaged greedy_eval.csv is refused before a check is appended to it
 
 
 # ------------------------------------------------------------------- train: its input, checked
@@ -298,9 +330,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "report":
+            check_report_command(args)
             refs = {path.stem: path for path in args.reference} if args.reference else REFERENCES
             report(args.run_dirs, args.out, refs, args.names, args.solved_at)
         elif args.command == "follow":
+            check_follow_command(args)
             follow(args.run_dir, args.eval_every, args.eval_games, wait=args.wait)
         else:
             check_train_command(args)  # bad input: one line, exit 2, before anything is written or started
