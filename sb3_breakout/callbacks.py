@@ -81,7 +81,8 @@ class LinearEpsilonCallback(BaseCallback):
                 raise ValueError(f"{name}={eps} must be in [0, 1]")
         if final_eps > initial_eps:
             raise ValueError(f"final_eps={final_eps} must be <= initial_eps={initial_eps}")
-        self.schedule = NotebookEpsilonSchedule(int(random_steps), int(decay_steps), float(initial_eps), float(final_eps))
+        self.schedule = NotebookEpsilonSchedule(int(random_steps), int(decay_steps), float(initial_eps),
+                                                float(final_eps))
 
     def _on_training_start(self) -> None:
         self.schedule.total_timesteps = self.model._total_timesteps

@@ -62,7 +62,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         line = f" at line {where.line + 1}" if where is not None else ""
         raise ConfigError(f"config file {str(path)!r} is not valid YAML{line}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must map entry names to hyperparameters, got {type(data).__name__}")
+        raise ConfigError(f"config file {str(path)!r} must map entry names to hyperparameters, "
+                          f"got {type(data).__name__}")
     return data
 
 
@@ -82,7 +83,8 @@ def load_entry(path: str | Path, env_id: str, profile: str | None = None) -> dic
     key = entry_name(env_id, profile)
     if key not in data:
         known = ", ".join(profiles_in(data, env_id)) or "none"
-        raise ConfigError(f"no entry {key!r} in {str(path)!r} (profile {profile or DEFAULT_PROFILE!r}); profiles there: {known}")
+        raise ConfigError(f"no entry {key!r} in {str(path)!r} (profile {profile or DEFAULT_PROFILE!r}); "
+                          f"profiles there: {known}")
     entry = data[key]
     if not isinstance(entry, dict):
         raise ConfigError(f"entry {key!r} in {str(path)!r} must be a mapping of hyperparameters")

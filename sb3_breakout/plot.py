@@ -43,8 +43,8 @@ from matplotlib.ticker import EngFormatter  # noqa: E402
 from stable_baselines3.common.monitor import Monitor, get_monitor_files  # noqa: E402
 
 from sb3_breakout import config as cfg  # noqa: E402
-from sb3_breakout.envs import FRAME_SKIP  # noqa: E402
 from sb3_breakout.cli import OneLineArgumentParser, check_output_file, whole_number  # noqa: E402
+from sb3_breakout.envs import FRAME_SKIP  # noqa: E402
 
 #: Points of the common step grid on which the seeds of a group are averaged.
 GRID_POINTS = 400
@@ -153,7 +153,7 @@ def load_run(folder: str | Path, frame_skip: int = FRAME_SKIP) -> RunCurve:
     if not files:
         raise cfg.ConfigError(f"no Monitor files (*.{Monitor.EXT}) in {str(folder)!r}: give a run folder "
                               "written by sb3_breakout.train or rl_zoo3.train")
-    frames, starts = zip(*(read_monitor_file(Path(f)) for f in files))
+    frames, starts = zip(*(read_monitor_file(Path(f)) for f in files), strict=True)
     data = pd.concat(frames, ignore_index=True).sort_values("t", kind="stable")
     if data.empty:
         raise cfg.ConfigError(f"the Monitor files in {str(folder)!r} hold no finished game yet")

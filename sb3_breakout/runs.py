@@ -27,6 +27,7 @@ from sb3_breakout import config as cfg
 from sb3_breakout.cli import check_device, check_num_threads, whole_number
 from sb3_breakout.envs import ENV_ID
 
+
 @dataclass
 class Target:
     """

@@ -105,8 +105,8 @@ class AdaptiveThreadsCallback(BaseCallback):
     the fastest is kept for ``hold_steps`` (fewer threads than the most: ``short_hold_steps`` at
     first, see :class:`ThreadChoice`), then all are probed again, so a machine that becomes busy
     (or quiet) is noticed. While a choice is held, its speed is checked over windows of the same
-    length, and a drop below ``drop`` times its probed speed starts a new probe at once. Probing starts only once SB3 trains (``learning_starts``), as
-    the update is what threads speed up. Logs ``time/torch_threads``.
+    length, and a drop below ``drop`` times its probed speed starts a new probe at once. Probing starts
+    only once SB3 trains (``learning_starts``), as the update is what threads speed up. Logs ``time/torch_threads``.
 
     The thread count can change the rounding of the convolutions' sums, so a run with this callback
     is not bit-for-bit reproducible; pass a fixed ``--num-threads`` for that.

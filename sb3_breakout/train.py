@@ -37,12 +37,11 @@ from stable_baselines3.common.utils import set_random_seed
 
 from sb3_breakout import checkpoint as ckpt
 from sb3_breakout import config as cfg
-from sb3_breakout import flags, runlock
-from sb3_breakout.cli import OneLineArgumentParser
-from sb3_breakout import parallel
+from sb3_breakout import flags, parallel, runlock
 from sb3_breakout.callbacks import RunningRewardCallback
-from sb3_breakout.threads import AdaptiveThreadsCallback
+from sb3_breakout.cli import OneLineArgumentParser
 from sb3_breakout.envs import ENV_ID
+from sb3_breakout.threads import AdaptiveThreadsCallback
 
 
 class BreakoutExperimentManager(ExperimentManager):
@@ -121,8 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="YAML entry to train: 'deepmind' (the entry named by the env id, default), 'keras', "
         "or any NAME with an entry '<env>-NAME'",
     )
-    parser.add_argument("-conf", "--conf-file", default=None, help="hyperparameter YAML (default: hyperparams/<algo>.yml)")
-    parser.add_argument("-n", "--n-timesteps", type=flags.whole_number, default=-1, help="agent steps (default: the YAML's)")
+    parser.add_argument("-conf", "--conf-file", default=None,
+                        help="hyperparameter YAML (default: hyperparams/<algo>.yml)")
+    parser.add_argument("-n", "--n-timesteps", type=flags.whole_number, default=-1,
+                        help="agent steps (default: the YAML's)")
     parser.add_argument(
         "-params", "--hyperparams", type=str, nargs="+", action=flags.ParamsAction, default=None,
         help="override hyperparameters, e.g. -params buffer_size:1000 learning_starts:32",

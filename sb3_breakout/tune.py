@@ -58,8 +58,8 @@ from optuna.trial import FrozenTrial, TrialState
 from rl_zoo3.callbacks import TrialEvalCallback
 
 from sb3_breakout import checkpoint as ckpt
-from sb3_breakout import config as cfg
 from sb3_breakout import cli
+from sb3_breakout import config as cfg
 from sb3_breakout.cli import whole_number
 from sb3_breakout.envs import ENV_ID
 from sb3_breakout.search_space import (

@@ -44,7 +44,8 @@ How it differs from the Python ``deepmind`` profile (measured in ``tests/test_ve
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -184,7 +185,8 @@ class AleVecEnv(VecEnv):
         setattr(self, attr_name, value)
 
     def env_method(self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any) -> list[Any]:
-        raise NotImplementedError(f"AleVecEnv has no per-game env objects; env_method({method_name!r}) is not available")
+        raise NotImplementedError(
+            f"AleVecEnv has no per-game env objects; env_method({method_name!r}) is not available")
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: Any = None) -> list[bool]:
         # it records games as SB3's Monitor does (info["episode"]), so SB3's evaluate_policy may rely on it

@@ -195,10 +195,11 @@ def run_ours(warmup: int, steps: int, overrides: dict, algo: str = "dqn") -> tup
         rate = timer.rate()
         extractor = getattr(model.policy, "q_net", None) or model.policy.quantile_net
         choice = getattr(extractor.features_extractor, "precision", None)
-        note = f"auto chose {'bf16' if choice.bf16 else 'fp32'} ({choice.fp32_s * 1e3:.0f} vs {choice.bf16_s * 1e3:.0f} ms)" \
-            if choice is not None else ""
+        note = "" if choice is None else (f"auto chose {'bf16' if choice.bf16 else 'fp32'} "
+                                          f"({choice.fp32_s * 1e3:.0f} vs {choice.bf16_s * 1e3:.0f} ms)")
         if model.n_envs > 1:
-            note = f"{model.n_envs} games: train_freq {model.train_freq.frequency}, gradient_steps {model.gradient_steps}"
+            note = (f"{model.n_envs} games: train_freq {model.train_freq.frequency}, "
+                    f"gradient_steps {model.gradient_steps}")
         model.env.close()
         return rate, note
 

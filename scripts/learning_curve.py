@@ -43,10 +43,10 @@ import torch as th
 
 from sb3_breakout import config as cfg
 from sb3_breakout import evaluate as ev
-from sb3_breakout import runs
 from sb3_breakout import plot as pl
-from sb3_breakout.cli import OneLineArgumentParser, check_output_folder
+from sb3_breakout import runs
 from sb3_breakout.checkpoint import checkpoint_root, list_checkpoints
+from sb3_breakout.cli import OneLineArgumentParser, check_output_folder
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 #: The published curves drawn beside every run, by their label.
@@ -78,7 +78,7 @@ def greedy_rows(run_dir: Path) -> dict[int, tuple[float, list[float]]]:
     rows, line = {}, 1
     try:
         with open(path) as f:
-            for line, row in enumerate(csv.DictReader(f), start=2):
+            for line, row in enumerate(csv.DictReader(f), start=2):  # noqa: B007 (named in the error)
                 step = int(row["step"])
                 x = row.get("monitor_step") or monitor_step(checkpoint_root(run_dir) / f"step_{step}") or step
                 rows[step] = (float(x), [float(v) for v in row["scores"].split()])
@@ -228,7 +228,7 @@ def report(run_dirs: list[Path], out: Path, reference_paths: dict[str, Path], na
     pl.check_text([("--names", name) for name in names])
     curves = [(name, pl.load_run(d)) for name, d in zip(names, run_dirs, strict=True)]
     references = [(label, pl.read_reference(str(path))) for label, path in reference_paths.items() if path.exists()]
-    rows = {name: greedy_rows(d) for name, d in zip(names, run_dirs)}
+    rows = {name: greedy_rows(d) for name, d in zip(names, run_dirs, strict=True)}
     greedy = {name: {step: scores for step, (_, scores) in points.items()} for name, points in rows.items()}
     on_axis = {name: {x: scores for x, scores in points.values()} for name, points in rows.items()}
     out.mkdir(parents=True, exist_ok=True)

@@ -152,7 +152,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tool, args, words, tmp
         shutil.copytree(request.getfixturevalue("tiny_run"), tmp_path / "run")
     argv = shlex.split(args.replace("{run}", str(tmp_path / "run")))
     if tool == "train":
-        argv = [*argv, "--no-progress", "--num-threads", "1"] if "--num-threads" not in argv else [*argv, "--no-progress"]
+        argv = [*argv, "--no-progress"] + ([] if "--num-threads" in argv else ["--num-threads", "1"])
         argv = argv if "-f" in argv else [*argv, "-f", "logs"]
         argv = argv if {"-n", "--resume"} & set(argv) else [*argv, "-n", "100"]
     else:

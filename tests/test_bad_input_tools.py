@@ -22,8 +22,8 @@ from pathlib import Path
 import optuna
 import pytest
 import torch as th
-from conftest import ENV
 
+from conftest import ENV
 from sb3_breakout import evaluate, plot, record, study_storage, tune
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "learning_curve.py"
@@ -60,7 +60,8 @@ BAD = [
     ("evaluate", "{w}/nogames --load-last-checkpoint", ["--load-last-checkpoint: no checkpoint"]),
     ("evaluate", "{w}/run --load-checkpoint 999", ["step_999", "available steps: 1000, 2000"]),
     ("evaluate", "{w}/run --load-checkpoint -5", ["--load-checkpoint=-5", ">= 0"]),
-    ("evaluate", "{w}/run --load-checkpoint 1e30", ["--load-checkpoint 1000000000000000", "available steps: 1000, 2000"]),
+    ("evaluate", "{w}/run --load-checkpoint 1e30",
+     ["--load-checkpoint 1000000000000000", "available steps: 1000, 2000"]),
     ("evaluate", "{w}/run --load-checkpoint 1k", ["--load-checkpoint", "'1k' is not a whole number"]),
     ("evaluate", "{w}/run --load-best", ["--load-best", "best_model.zip", "--eval-freq"]),
     ("evaluate", "{w}/run --load-best --load-last-checkpoint", ["exclude each other"]),

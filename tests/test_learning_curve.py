@@ -75,6 +75,7 @@ def test_first_above_counts_only_full_windows():
 
 def test_train_passes_hyperparams_and_checks_the_greedy_agent(tmp_path):
     import yaml
+
     from conftest import ENV, run_cli
 
     # the user's command (a subprocess: train lowers its own priority and torch threads), a real short
@@ -90,5 +91,6 @@ def test_train_passes_hyperparams_and_checks_the_greedy_agent(tmp_path):
     # a bad override: the trainer's one-line error naming it, exit status 2, no new run folder
     result = run_cli([*command, "-params", "target_update_interval:0"], cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].endswith("target_update_interval=0 is not allowed: must be an integer >= 1")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.endswith("target_update_interval=0 is not allowed: must be an integer >= 1")
     assert len(list((tmp_path / "logs" / "dqn").glob(f"{ENV}_*"))) == 1

@@ -48,7 +48,7 @@ def test_a_resumed_monitor_file_keeps_its_order(tiny_run, tmp_path):
     folder = tmp_path / "resumed"
     folder.mkdir()
     text = (tiny_run / "0.monitor.csv").read_text()
-    appended = "\n".join(f"{r:.1f},{l},{t:.6f}" for r, l, t in [(7.0, 800, 0.5), (9.0, 800, 1.5)])
+    appended = "\n".join(f"{r:.1f},{length},{t:.6f}" for r, length, t in [(7.0, 800, 0.5), (9.0, 800, 1.5)])
     (folder / "0.monitor.csv").write_text(text.rstrip("\n") + "\n" + appended + "\n")
     run = plot.load_run(folder)
     assert list(run.scores[-2:]) == [7.0, 9.0] and np.all(np.diff(run.seconds) >= 0)
@@ -61,7 +61,7 @@ def test_seeds_sharing_a_name_make_one_band(tiny_run, tmp_path, capsys):
     header = json.loads(lines[0][1:])
     rows = [line.split(",") for line in lines[2:]]
     (other / "0.monitor.csv").write_text("#" + json.dumps(header) + "\n" + lines[1] + "\n" + "".join(
-        f"{float(r) + 2},{l},{t}\n" for r, l, t in rows))
+        f"{float(r) + 2},{length},{t}\n" for r, length, t in rows))
     out = tmp_path / "band.png"
     assert plot.main([f"dqn={tiny_run},{other}", str(tiny_run), "-o", str(out), "--window", "5"]) == 0
     assert mpimg.imread(out).shape[:2] == (800, 1000)

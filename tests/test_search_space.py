@@ -1,8 +1,8 @@
 """The tuning search space: read, narrowed from a file, checked against the entry, merged into it."""
 
 import pytest
-from conftest import ENV
 
+from conftest import ENV
 from sb3_breakout import config as cfg
 from sb3_breakout import search_space as ss
 

@@ -181,7 +181,7 @@ def test_missing_roms_are_a_one_line_error(tmp_path):
     result = run(["-m", "sb3_breakout.train", "-f", "logs", "-n", "100"], cwd=tmp_path,
                  env_extra={"ALE_ROMS_DIR": str(empty)})
     assert result.returncode == 2
-    lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Atari ROM" in lines[0] and "breakout.bin" in lines[0]
     assert not (tmp_path / "logs").exists()
 

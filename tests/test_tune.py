@@ -17,10 +17,10 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import ENV, run_cli
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from conftest import ENV, run_cli
 from sb3_breakout import config as cfg
 from sb3_breakout import tune
 

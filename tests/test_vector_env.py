@@ -1,4 +1,7 @@
-"""The ale backend (ALE's own C++ vector env behind SB3's VecEnv) against the Python deepmind profile, on the real game."""
+"""
+The ale backend (ALE's own C++ vector env behind SB3's VecEnv) against the Python deepmind profile,
+on the real game.
+"""
 
 import json
 
