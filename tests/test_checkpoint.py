@@ -198,3 +198,45 @@ def test_bad_resume_is_refused_and_the_run_stays_as_it_is(case, damage, extra, w
     for word in words:
         assert word in err, (word, err)
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_checkpoints_hold_the_buffer_compressed_and_old_ones_still_resume(tiny_run, tmp_path):
+    """
+    A checkpoint's replay buffer is its written rows, compressed (not the whole allocated arrays); a
+    checkpoint written before that (the buffer pickled whole) still resumes, and so does a new one.
+    """
+    import copyreg
+
+    from sb3_breakout.buffers import FrameStackReplayBuffer
+    from sb3_breakout.checkpoint import write_manifest
+
+    new_pkl = tiny_run / "checkpoints" / "step_2000" / "replay_buffer.pkl"
+    with open(new_pkl, "rb") as f:
+        buffer = pickle.load(f)
+    assert buffer.pos == 2000 and buffer.buffer_size == 5000
+    assert new_pkl.stat().st_size < len(pickle.dumps(buffer.observation_space)) + 2000 * 84 * 84 / 20
+
+    class OldLayoutPickler(pickle.Pickler):  # the buffer as Python pickled it before it had pickle hooks
+        def reducer_override(self, obj):
+            if type(obj) is FrameStackReplayBuffer:
+                return copyreg.__newobj__, (type(obj),), dict(obj.__dict__), None, None
+            return NotImplemented
+
+    for layout in ("old", "new"):
+        run_dir = tmp_path / layout
+        shutil.copytree(tiny_run, run_dir)
+        checkpoint = run_dir / "checkpoints" / "step_2000"
+        if layout == "old":
+            with open(checkpoint / "replay_buffer.pkl", "wb") as f:
+                OldLayoutPickler(f, protocol=pickle.HIGHEST_PROTOCOL).dump(buffer)
+            write_manifest(checkpoint)
+            assert (checkpoint / "replay_buffer.pkl").stat().st_size > buffer.frames.nbytes
+        resumed = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir), "-n", "2400", "--num-threads", "1",
+                           "--save-freq", "400"], cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "from step_2000: step 2000 of 2400" in resumed.stdout
+        with open(run_dir / "checkpoints" / "step_2400" / "replay_buffer.pkl", "rb") as f:
+            after = pickle.load(f)
+        assert after.pos == 2400  # the 2,000 transitions of the checkpoint, then 400 more
+        assert np.array_equal(after.frames[:2000], buffer.frames[:2000])
+        assert np.array_equal(after.actions[:2000], buffer.actions[:2000])
