@@ -160,7 +160,9 @@ def verify_checkpoint(path: Path) -> None:
             with open(path / name, "rb") as f:
                 pickle.load(f)
         except Exception as exc:  # any unpickling failure means the file is damaged
-            raise CheckpointError(f"checkpoint file {path / name} is truncated or corrupt ({type(exc).__name__})") from None
+            raise CheckpointError(
+                f"checkpoint file {path / name} is truncated or corrupt ({type(exc).__name__})"
+            ) from None
 
 
 def latest_valid_checkpoint(run_dir: str | Path) -> tuple[Path, list[str]]:
@@ -171,7 +173,9 @@ def latest_valid_checkpoint(run_dir: str | Path) -> tuple[Path, list[str]]:
     """
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
-        raise CheckpointError(f"no checkpoint in {checkpoint_root(run_dir)} (was the run started with --save-freq > 0?)")
+        raise CheckpointError(
+            f"no checkpoint in {checkpoint_root(run_dir)} (was the run started with --save-freq > 0?)"
+        )
     skipped: list[str] = []
     for path in reversed(checkpoints):
         try:
@@ -269,7 +273,8 @@ class CheckpointCallback(BaseCallback):
                 f"training loss became {loss} at step {self.num_timesteps}; the last good checkpoint is kept"
             )
         n_envs = self.training_env.num_envs if self.training_env is not None else 1
-        due = self.save_freq > 0 and self.num_timesteps // self.save_freq != (self.num_timesteps - n_envs) // self.save_freq
+        step, freq = self.num_timesteps, self.save_freq
+        due = freq > 0 and step // freq != (step - n_envs) // freq
         if not self._was_solved and self.running_reward is not None and self.running_reward.solved:
             self._was_solved = self._pin = True
         self._pending = self._pending or due or self._pin or self._signal is not None

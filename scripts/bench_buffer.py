@@ -241,7 +241,7 @@ def main() -> None:
     a = plain._get_samples(inds)
     np.random.seed(args.seed)
     b = compact._get_samples(inds)
-    assert all(th.equal(x, y) for x, y in zip(a[:5], b[:5])), "the two buffers disagree"
+    assert all(th.equal(x, y) for x, y in zip(a[:5], b[:5], strict=True)), "the two buffers disagree"
 
     times = {"plain": [], "compact": []}
     for _ in range(args.repeats):

@@ -201,7 +201,8 @@ class Chaos:
             return
         kill.resumed_from = int(match.group(1))
         if kill.resumed_from != expected:
-            kill.problems.append(f"resumed from step_{kill.resumed_from}, the newest whole checkpoint is step_{expected}")
+            kill.problems.append(
+                f"resumed from step_{kill.resumed_from}, the newest whole checkpoint is step_{expected}")
         if int(match.group(2)) != kill.resumed_from:
             kill.problems.append(f"resumed from step_{kill.resumed_from} at step {match.group(2)}")
         if kill.reached - kill.resumed_from > self.max_loss:

@@ -46,7 +46,7 @@ def transitions(env, n_steps, seed, reset_at=()):
 def episode_ends(dones, infos) -> Counter:
     """Kinds of episode end in one step: a life loss (deepmind profile), a game over, a truncation."""
     kinds = Counter()
-    for done, info in zip(dones, infos):
+    for done, info in zip(dones, infos, strict=True):
         if done:
             if info.get("TimeLimit.truncated"):
                 kinds["truncation"] += 1

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-
 from pathlib import Path
 
 import pytest
@@ -96,7 +95,8 @@ def error_lines(text):
 
 def test_a_full_disk_drops_the_checkpoint_and_training_goes_on(tmp_path, small_conf):
     run_dir = tmp_path / "logs" / "dqn" / f"{ENV}_1"
-    proc = Trainer(tmp_path, ["-conf", str(small_conf), "-f", "logs", "-n", "1500", "--save-freq", "300", "--seed", "3"])
+    proc = Trainer(tmp_path, ["-conf", str(small_conf), "-f", "logs", "-n", "1500", "--save-freq", "300",
+                              "--seed", "3"])
     wait_for(lambda: any(c.name == "step_300" for c in list_checkpoints(run_dir)), proc)
     set_file_limit(proc.pid, LIMIT)  # the disk is full from now on
     wait_for(lambda: "not written" in proc.err, proc)
@@ -125,7 +125,8 @@ def test_a_full_disk_drops_the_checkpoint_and_training_goes_on(tmp_path, small_c
 def test_a_full_disk_under_the_monitor_file_stops_with_exit_1_and_the_run_resumes(tmp_path, small_conf):
     run_dir = tmp_path / "logs" / "dqn" / f"{ENV}_1"
     monitor = run_dir / "0.monitor.csv"
-    proc = Trainer(tmp_path, ["-conf", str(small_conf), "-f", "logs", "-n", "1200", "--save-freq", "300", "--seed", "4"])
+    proc = Trainer(tmp_path, ["-conf", str(small_conf), "-f", "logs", "-n", "1200", "--save-freq", "300",
+                              "--seed", "4"])
     wait_for(lambda: any(c.name == "step_300" for c in list_checkpoints(run_dir)), proc)
     set_file_limit(proc.pid, monitor.stat().st_size)  # the next game's row does not fit
     assert proc.wait(timeout=300) == 1
@@ -225,7 +226,8 @@ def test_a_full_disk_keeps_the_tuning_study_outputs_whole(tmp_path, monkeypatch,
         signal.signal(signal.SIGXFSZ, previous)
     assert stopped.value.code == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"error: {plan.out_dir / 'trials.csv'} was not written: File too large")
+    assert err.count("\n") == 1
+    assert err.startswith(f"error: {plan.out_dir / 'trials.csv'} was not written: File too large")
     assert "the previous copy is kept" in err and "run the same command again" in err
     assert {name: (plan.out_dir / name).read_bytes() for name in outputs} == outputs
     assert sorted(p.name for p in plan.out_dir.iterdir() if p.name.endswith(".tmp")) == []

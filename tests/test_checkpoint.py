@@ -68,7 +68,7 @@ def test_sigkill_then_resume_continues_the_run(tmp_path, small_conf):
     assert expected_eps(1500) != pytest.approx(expected_eps(1500 - step))
     assert final._n_calls == 1500  # the target network's update phase continues too
     # the running reward's episode count continues: its last line counts every game of the Monitor
-    last_line = [l for l in resumed.stdout.splitlines() if l.startswith("running reward")][-1]
+    last_line = [line for line in resumed.stdout.splitlines() if line.startswith("running reward")][-1]
     episodes = int(last_line.split(" at episode ")[1].split(",")[0])
     assert episodes == games_in(run_dir) > games_at_checkpoint
     # the replay buffer was restored: the first `step` transitions are the checkpoint's
