@@ -165,12 +165,35 @@ def verify_checkpoint(path: Path) -> None:
             ) from None
 
 
+def recover_replaced(run_dir: str | Path) -> list[Path]:
+    """
+    Put back a checkpoint that a kill caught in the middle of being saved again at the same step: the
+    old ``step_N`` was moved aside to ``step_N.replaced`` and the new one was not yet renamed into its
+    place, so neither name is a checkpoint. The old copy is renamed back (it is whole: it was a
+    checkpoint); a later save at that step replaces it again.
+
+    :return: the checkpoints put back.
+    """
+    root = checkpoint_root(run_dir)
+    if not root.is_dir():
+        return []
+    recovered = []
+    for moved in sorted(root.glob("step_*.replaced")):
+        final = root / moved.name[: -len(".replaced")]
+        if moved.is_dir() and final.name[5:].isdigit() and not final.exists():
+            os.rename(moved, final)
+            recovered.append(final)
+    return recovered
+
+
 def latest_valid_checkpoint(run_dir: str | Path) -> tuple[Path, list[str]]:
     """
-    The newest checkpoint that verifies, and one warning line per newer one that did not.
+    The newest checkpoint that verifies, and one warning line per newer one that did not (a checkpoint
+    caught between the two renames of a same-step save is put back first: :func:`recover_replaced`).
 
     :raises CheckpointError: the run has no checkpoint, or none verifies.
     """
+    recover_replaced(run_dir)
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
         raise CheckpointError(

@@ -240,3 +240,23 @@ def test_checkpoints_hold_the_buffer_compressed_and_old_ones_still_resume(tiny_r
         assert after.pos == 2400  # the 2,000 transitions of the checkpoint, then 400 more
         assert np.array_equal(after.frames[:2000], buffer.frames[:2000])
         assert np.array_equal(after.actions[:2000], buffer.actions[:2000])
+
+
+def test_a_kill_between_the_renames_of_a_same_step_save_loses_no_checkpoint(tiny_run, tmp_path):
+    """
+    Saving again at a step that has a checkpoint moves the old one to ``step_N.replaced`` before the
+    new one is renamed into place; a kill between the two renames left neither name a checkpoint, and
+    resume fell back to an older one. The moved copy is put back.
+    """
+    from sb3_breakout.checkpoint import checkpoint_root, latest_valid_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    root = checkpoint_root(run)
+    (root / "step_2000").rename(root / "step_2000.replaced")  # the state a kill there leaves
+    (root / "step_2000.tmp").mkdir()  # the new copy, not finished
+    assert [c.name for c in list_checkpoints(run)] == ["step_1000"]
+    checkpoint, skipped = latest_valid_checkpoint(run)
+    assert checkpoint == root / "step_2000" and skipped == []
+    assert not (root / "step_2000.replaced").exists()
+    verify_checkpoint(checkpoint)
