@@ -205,12 +205,26 @@ def run_ours(warmup: int, steps: int, overrides: dict, algo: str = "dqn") -> tup
 
 
 # ---------------------------------------------------------------- (d), (e): the hardware
+def _flops_and_median_time(update, repeats: int) -> tuple[float, float]:
+    """FLOPs of one call of ``update`` (``torch.utils.flop_counter``) and the median of its times in seconds
+    over ``repeats`` calls, the first 5 left out (warm-up)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        update()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        update()
+        times.append(time.perf_counter() - t)
+    return float(counter.get_total_flops()), float(np.median(times[5:]))
+
+
 def update_flops_and_time(policy_kwargs: dict, repeats: int = 60, algo: str = "dqn") -> tuple[float, float]:
     """FLOPs of one SB3 DQN (or sb3-contrib QR-DQN) update (counted) and its median time (s)."""
     import gymnasium as gym
     import torch.nn.functional as F
     from stable_baselines3.dqn.policies import DQNPolicy
-    from torch.utils.flop_counter import FlopCounterMode
 
     space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
     if algo == "qrdqn":
@@ -230,14 +244,7 @@ def update_flops_and_time(policy_kwargs: dict, repeats: int = 60, algo: str = "d
         th.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
         policy.optimizer.step()
 
-    with FlopCounterMode(display=False) as counter:
-        update()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        update()
-        times.append(time.perf_counter() - t)
-    return float(counter.get_total_flops()), float(np.median(times[5:]))
+    return _flops_and_median_time(update, repeats)
 
 
 def _qrdqn_update_time(space, policy_kwargs: dict, repeats: int) -> tuple[float, float]:
@@ -245,7 +252,6 @@ def _qrdqn_update_time(space, policy_kwargs: dict, repeats: int) -> tuple[float,
     import gymnasium as gym
     from sb3_contrib.common.utils import quantile_huber_loss
     from sb3_contrib.qrdqn.policies import QRDQNPolicy
-    from torch.utils.flop_counter import FlopCounterMode
 
     policy = QRDQNPolicy(space, gym.spaces.Discrete(4), lambda _: 2.5e-4, **policy_kwargs)
     n = policy.n_quantiles
@@ -265,14 +271,7 @@ def _qrdqn_update_time(space, policy_kwargs: dict, repeats: int) -> tuple[float,
         th.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
         policy.optimizer.step()
 
-    with FlopCounterMode(display=False) as counter:
-        update()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        update()
-        times.append(time.perf_counter() - t)
-    return float(counter.get_total_flops()), float(np.median(times[5:]))
+    return _flops_and_median_time(update, repeats)
 
 
 def env_only_rate(backend: str, n_envs: int, agent_steps: int) -> float:
