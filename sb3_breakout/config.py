@@ -48,6 +48,12 @@ def entry_name(env_id: str, profile: str | None) -> str:
     return env_id if profile in (None, DEFAULT_PROFILE) else f"{env_id}-{profile}"
 
 
+def yaml_error_line(exc: yaml.YAMLError) -> str:
+    """`` at line N`` where PyYAML knows the line of the error, else the empty string (for one-line errors)."""
+    mark = getattr(exc, "problem_mark", None)
+    return f" at line {mark.line + 1}" if mark is not None else ""
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """The whole YAML file as a dict of entries."""
     path = Path(path)
@@ -58,8 +64,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
+        line = yaml_error_line(exc)
         raise ConfigError(f"config file {str(path)!r} is not valid YAML{line}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must map entry names to hyperparameters, "

@@ -75,8 +75,7 @@ def read_run_yaml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise cfg.ConfigError(f"cannot read the run file {path}: {getattr(exc, 'strerror', None) or exc}") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
+        line = cfg.yaml_error_line(exc)
         raise cfg.ConfigError(f"the run file {path} is not valid YAML{line}: repair it or train again") from None
     if data is None:
         return {}

@@ -202,8 +202,7 @@ def _read_space_file(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise cfg.ConfigError(f"search-space file {str(path)!r} is not text (YAML mapping names to ranges)") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
+        line = cfg.yaml_error_line(exc)
         raise cfg.ConfigError(f"search-space file {str(path)!r} is not valid YAML{line}") from None
     if data is None:
         return {}
