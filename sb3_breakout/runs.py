@@ -228,13 +228,12 @@ def load_model(target: Target, device: str = "auto") -> BaseAlgorithm:
 
     :raises cfg.ConfigError: the zip cannot be loaded.
     """
-    from rl_zoo3.utils import ALGOS
 
     cfg.check_algo(target.algo)
     custom_objects = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0,
                       "exploration_schedule": lambda _: 0.0}
     try:
-        return ALGOS[target.algo].load(
+        return cfg.learner_class(target.algo).load(
             target.model_path, device=device, custom_objects=custom_objects,
             buffer_size=1, replay_buffer_class=None, replay_buffer_kwargs={}, optimize_memory_usage=False,
         )

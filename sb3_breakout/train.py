@@ -63,6 +63,11 @@ class BreakoutExperimentManager(ExperimentManager):
             self.save_path = str(run_dir)
             self.params_path = str(run_dir / self.env_name)
 
+    def setup_experiment(self) -> tuple[Any, dict[str, Any]] | None:
+        """RL Zoo's, building or loading the learner with this package's class (``config.learner_class``)."""
+        with cfg.zoo_learners():
+            return super().setup_experiment()
+
     def read_hyperparameters(self) -> tuple[dict[str, Any], dict[str, Any]]:
         if self.entry is not None:
             hyperparams = dict(self.entry)
@@ -185,14 +190,15 @@ def replay_buffer_nbytes(entry: dict[str, Any], obs_shape: tuple[int, ...]) -> t
     """Bytes the replay buffer of ``entry`` will take, and the buffer class's name."""
     import rl_zoo3.exp_manager
 
-    n = int(entry.get("buffer_size", 1_000_000)) * int(entry.get("n_envs", 1))
+    n_envs = int(entry.get("n_envs", 1))
+    n = max(int(entry.get("buffer_size", 1_000_000)) // n_envs, 1) * n_envs  # SB3 splits it among the games
     buffer_class = entry.get("replay_buffer_class")
     if isinstance(buffer_class, str):
         buffer_class = eval(buffer_class, vars(rl_zoo3.exp_manager))
     if buffer_class is not None and hasattr(buffer_class, "estimate_nbytes"):
         space = gym.spaces.Box(0, 255, (obs_shape[-1], *obs_shape[:2]), np.uint8)
-        return int(buffer_class.estimate_nbytes(int(entry.get("buffer_size", 1_000_000)), space,
-                                                int(entry.get("n_envs", 1)))), buffer_class.__name__
+        return int(buffer_class.estimate_nbytes(int(entry.get("buffer_size", 1_000_000)), space, n_envs)), \
+            buffer_class.__name__
     obs_bytes = int(np.prod(obs_shape))
     copies = 1 if entry.get("optimize_memory_usage") else 2
     return n * (copies * obs_bytes + 8 + 3 * 4), "ReplayBuffer"

@@ -4,13 +4,15 @@ Training throughput on this machine, in one run: agent steps/s in the learning p
   (a) the PyTorch notebook's loop (Python lists of float tensors, per-step tensor conversions),
   (b) plain SB3 DQN, ``CnnPolicy``, RL Zoo's Atari settings,
   (c) sb3_breakout's default training (``hyperparams/dqn.yml``), each speed option alone, ``bf16: auto``,
-      2, 4 and 8 games in parallel at the recipe's replay ratio (one update of batch 32 per 4
-      transitions, :mod:`sb3_breakout.parallel`), and the same on ALE's C++ vector env (``ale``
+      2, 4 and 8 games in parallel (4 and 8 also with ``bf16: auto``) at the recipe's replay ratio (one
+      update of batch 32 per 4 transitions, :mod:`sb3_breakout.parallel`), and the same on ALE's C++ vector env (``ale``
       backend, :mod:`sb3_breakout.vector_env`),
   QR-DQN: (b-qr) plain sb3-contrib QR-DQN with RL Zoo's Atari settings and (c-qr) sb3_breakout's
-      ``hyperparams/qrdqn.yml`` (same pieces as (c)),
+      ``hyperparams/qrdqn.yml`` (same pieces as (c), and the quantile loss of
+      :mod:`sb3_breakout.quantile_loss`),
 
-then, for the hardware, (d) the time of one DQN and one QR-DQN update (batch 32) in the default
+then, for the hardware, (d) the time of one DQN and one QR-DQN update (batch 32; QR-DQN with
+sb3-contrib's loss and with this package's) in the default
 configuration and the DQN update's FLOP/s, counted by ``torch.utils.flop_counter``, next to (e) the CPU's
 measured peak: large fp32 and bf16 matrix products timed in the same run, and (f) the env alone: agent
 steps/s of random play for 1 to 16 games, Python wrappers (``DummyVecEnv``) against ALE's vector env.
@@ -220,15 +222,17 @@ def _flops_and_median_time(update, repeats: int) -> tuple[float, float]:
     return float(counter.get_total_flops()), float(np.median(times[5:]))
 
 
-def update_flops_and_time(policy_kwargs: dict, repeats: int = 60, algo: str = "dqn") -> tuple[float, float]:
-    """FLOPs of one SB3 DQN (or sb3-contrib QR-DQN) update (counted) and its median time (s)."""
+def update_flops_and_time(policy_kwargs: dict, repeats: int = 60, algo: str = "dqn",
+                          fused_loss: bool = False) -> tuple[float, float]:
+    """FLOPs of one SB3 DQN (or QR-DQN) update (counted) and its median time (s). QR-DQN's loss is
+    sb3-contrib's, or with ``fused_loss`` this package's (:mod:`sb3_breakout.quantile_loss`)."""
     import gymnasium as gym
     import torch.nn.functional as F
     from stable_baselines3.dqn.policies import DQNPolicy
 
     space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
     if algo == "qrdqn":
-        return _qrdqn_update_time(space, policy_kwargs, repeats)
+        return _qrdqn_update_time(space, policy_kwargs, repeats, fused_loss)
     policy = DQNPolicy(space, gym.spaces.Discrete(4), lambda _: 2.5e-4, **policy_kwargs)
     obs = th.randint(0, 256, (BATCH, 4, 84, 84), dtype=th.uint8).float() / 255
     nxt = th.randint(0, 256, (BATCH, 4, 84, 84), dtype=th.uint8).float() / 255
@@ -247,11 +251,13 @@ def update_flops_and_time(policy_kwargs: dict, repeats: int = 60, algo: str = "d
     return _flops_and_median_time(update, repeats)
 
 
-def _qrdqn_update_time(space, policy_kwargs: dict, repeats: int) -> tuple[float, float]:
-    """What sb3-contrib's ``QRDQN.train`` does for one gradient step (quantile Huber loss), timed."""
+def _qrdqn_update_time(space, policy_kwargs: dict, repeats: int, fused_loss: bool) -> tuple[float, float]:
+    """What ``QRDQN.train`` does for one gradient step (quantile Huber loss), timed."""
     import gymnasium as gym
-    from sb3_contrib.common.utils import quantile_huber_loss
+    from sb3_contrib.common.utils import quantile_huber_loss as contrib_loss
     from sb3_contrib.qrdqn.policies import QRDQNPolicy
+
+    from sb3_breakout.quantile_loss import quantile_huber_loss as fused
 
     policy = QRDQNPolicy(space, gym.spaces.Discrete(4), lambda _: 2.5e-4, **policy_kwargs)
     n = policy.n_quantiles
@@ -265,7 +271,7 @@ def _qrdqn_update_time(space, policy_kwargs: dict, repeats: int) -> tuple[float,
             greedy = next_q.mean(dim=1, keepdim=True).argmax(dim=2, keepdim=True).expand(BATCH, n, 1)
             target = rew + 0.99 * (1 - done) * next_q.gather(dim=2, index=greedy).squeeze(dim=2)
         current = th.gather(policy.quantile_net(obs), dim=2, index=act[..., None].expand(BATCH, n, 1)).squeeze(dim=2)
-        loss = quantile_huber_loss(current, target, sum_over_quantiles=True)
+        loss = fused(current, target) if fused_loss else contrib_loss(current, target, sum_over_quantiles=True)
         policy.optimizer.zero_grad()
         loss.backward()
         th.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
@@ -324,6 +330,9 @@ CONFIGS = {
         "policy_kwargs": f"dict(features_extractor_class={NATURE}, net_arch=[], "
                          "features_extractor_kwargs=dict(bf16='auto'), optimizer_kwargs=dict(fused=True))"}),
     **{f"c-n{n}": (f"  default, {n} games (1 update / 4 transitions)", {"n_envs": n}) for n in (2, 4, 8)},
+    **{f"c-n{n}-bf16-auto": (f"  default, {n} games + bf16: auto", {"n_envs": n, "policy_kwargs": (
+        f"dict(features_extractor_class={NATURE}, net_arch=[], "
+        "features_extractor_kwargs=dict(bf16='auto'), optimizer_kwargs=dict(fused=True))")}) for n in (4, 8)},
     **{f"c-ale-n{n}": (f"  default, {n} game{'s' if n > 1 else ''}, ale backend", {"n_envs": n, "vec_env_wrapper": [
         {"sb3_breakout.vector_env.ale_vector_backend": {"num_threads": 0}}]}) for n in (1, 4, 8)},
     "b-qr": ("plain sb3-contrib QR-DQN, RL Zoo Atari", None),
@@ -410,10 +419,12 @@ def main() -> None:
     print(f"(d) one update, default (fp32, channels_last, fused Adam): {seconds * 1e3:.1f} ms, "
           f"{flops / 1e9:.2f} GFLOP -> {achieved / 1e9:.0f} GFLOP/s")
     if args.algo != "dqn":
-        qr_flops, qr_seconds = update_flops_and_time(
-            {**fastest, "n_quantiles": 200, "optimizer_kwargs": dict(eps=1e-8, fused=True)}, algo="qrdqn")
-        print(f"(d) one QR-DQN update (200 quantiles, qrdqn.yml's network): {qr_seconds * 1e3:.1f} ms, "
-              f"{qr_flops / 1e9:.2f} GFLOP; x{qr_seconds / seconds:.2f} the DQN update's time")
+        qr_kwargs = {**fastest, "n_quantiles": 200, "optimizer_kwargs": dict(eps=1e-8, fused=True)}
+        for fused_loss, loss_name in ((False, "sb3-contrib's loss"), (True, "sb3_breakout's loss")):
+            qr_flops, qr_seconds = update_flops_and_time(qr_kwargs, algo="qrdqn", fused_loss=fused_loss)
+            print(f"(d) one QR-DQN update (200 quantiles, qrdqn.yml's network, {loss_name}): "
+                  f"{qr_seconds * 1e3:.1f} ms, {qr_flops / 1e9:.2f} GFLOP; x{qr_seconds / seconds:.2f} "
+                  f"the DQN update's time")
     peak32, peak16 = matmul_peak(th.float32), matmul_peak(th.bfloat16)
     print(f"(e) peak: fp32 matmul {peak32 / 1e9:.0f} GFLOP/s, bf16 matmul {peak16 / 1e9:.0f} GFLOP/s")
     print(f"update at {100 * achieved / peak32:.0f}% of the fp32 peak")

@@ -77,6 +77,7 @@ def test_tiny_qrdqn_run_is_found_and_loaded_like_a_dqn_run(tiny_qrdqn_run):
     assert target.algo == "qrdqn" and target.profile == "deepmind"
     model = runs.load_model(target, device="cpu")
     assert isinstance(model, QRDQN) and model.num_timesteps == 2000
+    assert type(model).__module__ == "sb3_breakout.qrdqn"  # this package's class (its quantile loss)
     assert n_parameters(model) == QR_PARAMETERS
     assert [c.name for c in list_checkpoints(tiny_qrdqn_run)] == ["step_1000", "step_2000"]
     checkpoint = runs.resolve_target(str(tiny_qrdqn_run), load_checkpoint=1000)
@@ -202,7 +203,7 @@ def _train_qrdqn(n_steps_kwargs: dict, seed: int = 5) -> QRDQN:
     model = QRDQN("CnnPolicy", env, buffer_size=3000, learning_starts=100, batch_size=32, train_freq=4,
                   target_update_interval=200, learning_rate=1e-3, seed=seed, device="cpu",
                   policy_kwargs=nature_policy_kwargs(n_quantiles=20), **n_steps_kwargs)
-    model.learn(800)
+    model.learn(500)
     env.close()
     return model
 
@@ -218,7 +219,7 @@ def test_compact_n_step_buffer_trains_qrdqn_as_sb3s_n_step_buffer():
     ours = _train_qrdqn(dict(replay_buffer_class=FrameStackReplayBuffer,
                              replay_buffer_kwargs=dict(n_steps=3, gamma=0.99)))
     one_step = _train_qrdqn(dict(replay_buffer_class=FrameStackReplayBuffer))
-    assert type(sb3.replay_buffer).__name__ == "NStepReplayBuffer" and sb3._n_updates == ours._n_updates > 150
+    assert type(sb3.replay_buffer).__name__ == "NStepReplayBuffer" and sb3._n_updates == ours._n_updates > 90
     for (name, a), b in zip(sb3.policy.state_dict().items(), ours.policy.state_dict().values(), strict=True):
         assert th.equal(a, b), name
     assert any(not th.equal(a, c) for a, c in zip(sb3.policy.state_dict().values(),
