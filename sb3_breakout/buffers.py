@@ -192,7 +192,7 @@ class FrameStackReplayBuffer(ReplayBuffer):
         self.handle_timeout_termination = handle_timeout_termination
         self.n_steps, self.gamma = int(n_steps), float(gamma)
         self.n_stack, self.frame_height, self.frame_width = _check_observation_space(observation_space)
-        self.frames = np.zeros(*layout["frames"])
+        self.frames = self._new_rows("frames", *layout["frames"])
         self.actions = np.zeros(*layout["actions"])
         self.rewards = np.zeros(*layout["rewards"])
         self.dones = np.zeros(*layout["dones"])
@@ -230,11 +230,11 @@ class FrameStackReplayBuffer(ReplayBuffer):
         packed = {}
         for name in _PER_POSITION:
             array = state.pop(name)
-            row_bytes = max(1, array[:1].nbytes)
-            step = max(1, _PICKLE_BLOCK // row_bytes)
-            blocks = [compressor.compress(memoryview(np.ascontiguousarray(array[i : min(i + step, rows)])).cast("B"))
+            first = self._host_rows(array, 0, 1)
+            step = max(1, _PICKLE_BLOCK // max(1, first.nbytes))
+            blocks = [compressor.compress(memoryview(self._host_rows(array, i, min(i + step, rows))).cast("B"))
                       for i in range(0, rows, step)]
-            packed[name] = (array.shape, array.dtype.str, blocks)
+            packed[name] = (tuple(array.shape), first.dtype.str, blocks)
         state[_PACKED] = {"version": 1, "codec": "zstd", "rows": rows, "arrays": packed}
         return state
 
@@ -258,15 +258,32 @@ class FrameStackReplayBuffer(ReplayBuffer):
         rows = int(packed["rows"])
         decompressor = zstandard.ZstdDecompressor()
         for name, (shape, dtype, blocks) in packed["arrays"].items():
-            array = np.full(shape, -1, dtype) if name == "next_slots" else np.zeros(shape, dtype)
+            array = self._new_rows(name, shape, np.dtype(dtype))
             start = 0
             for block in blocks:
                 chunk = np.frombuffer(decompressor.decompress(block), dtype=dtype).reshape(-1, *shape[1:])
-                array[start : start + len(chunk)] = chunk
+                self._put_rows(array, start, chunk)
                 start += len(chunk)
             if start != rows:
                 raise ValueError(f"FrameStackReplayBuffer: pickled {name} holds {start} rows, expected {rows}")
             setattr(self, name, array)
+
+    # ------------------------------------------------------------------ row storage (hooks)
+    # The per-position arrays are numpy arrays here; these three hooks are the only places, besides the
+    # sampling code, that allocate, read or write ``frames``, so that a subclass can keep it elsewhere
+    # (``sb3_breakout.device_buffer``: a torch tensor on the GPU).
+
+    def _new_rows(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A new per-position array ``name``, as a new buffer holds it (zeros; ``next_slots`` -1)."""
+        return np.full(shape, -1, dtype) if name == "next_slots" else np.zeros(shape, dtype)
+
+    def _host_rows(self, array: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Rows ``start .. stop - 1`` of a per-position array, as a C-contiguous numpy array (a view here)."""
+        return np.ascontiguousarray(array[start:stop])
+
+    def _put_rows(self, array: np.ndarray, start: int, rows: np.ndarray) -> None:
+        """Write ``rows`` (a numpy array) into a per-position array from row ``start`` on."""
+        array[start : start + len(rows)] = rows
 
     # ------------------------------------------------------------------ memory
 
@@ -325,10 +342,14 @@ class FrameStackReplayBuffer(ReplayBuffer):
         self._side_bytes += sys.getsizeof(entry)
         return slot
 
+    def _side_delta(self, slot: int) -> np.ndarray:
+        """The difference (mod 256) kept in ``slot``: uint8, shape (H, W), read-only."""
+        delta = np.frombuffer(zlib.decompress(self.side_store[slot]), dtype=np.uint8)
+        return delta.reshape(self.frame_height, self.frame_width)
+
     def _side_get(self, slot: int, frame: np.ndarray) -> np.ndarray:
         """The next frame kept in ``slot``, given ``frame`` (the observation's newest)."""
-        delta = np.frombuffer(zlib.decompress(self.side_store[slot]), dtype=np.uint8)
-        return frame + delta.reshape(frame.shape)
+        return frame + self._side_delta(slot)
 
     def _side_release(self, pos: int) -> None:
         """Free the side-store slots of the transitions at ``pos`` (about to be overwritten)."""
@@ -339,6 +360,18 @@ class FrameStackReplayBuffer(ReplayBuffer):
         self.next_slots[pos] = -1
 
     # ------------------------------------------------------------------ rebuilding stacks
+
+    def _hidden(self, positions: np.ndarray, envs: np.ndarray) -> np.ndarray:
+        """
+        Which of the observation's older frames are zero-filled: frame k < n_stack - 1 is zero when an
+        episode starts after it (``VecFrameStack`` zero-fills at reset).
+
+        :param positions: the ``n_stack + 1`` positions of each sample, shape (batch, n_stack + 1).
+        :param envs: env of each sample, shape (batch, 1).
+        :return: bool array (batch, n_stack - 1).
+        """
+        starts = self.episode_starts[positions[:, 1 : self.n_stack], envs]
+        return np.logical_or.accumulate(starts[:, ::-1], axis=1)[:, ::-1]
 
     def _stacks(self, batch_inds: np.ndarray, env_inds: np.ndarray) -> np.ndarray:
         """
@@ -353,10 +386,7 @@ class FrameStackReplayBuffer(ReplayBuffer):
         envs = env_inds[:, None]
         frames = self.frames[positions, envs]
         if self.n_stack > 1:
-            # frame k < n_stack - 1 of the observation is zero when an episode starts after it
-            starts = self.episode_starts[positions[:, 1 : self.n_stack], envs]
-            hidden = np.logical_or.accumulate(starts[:, ::-1], axis=1)[:, ::-1]
-            frames[:, : self.n_stack - 1][hidden] = 0
+            frames[:, : self.n_stack - 1][self._hidden(positions, envs)] = 0
         newest = batch_inds == (self.pos - 1) % self.buffer_size
         if newest.any():
             frames[newest, -1] = self.pending_frames[env_inds[newest]]
@@ -411,11 +441,13 @@ class FrameStackReplayBuffer(ReplayBuffer):
                     "observation nor is a zero-filled episode start (SB3's VecFrameStack zero-fills at reset)"
                 )
         # The previous transition's true next frame (pending) is not this observation's: keep it aside.
-        for env in np.flatnonzero(cut):
-            self.next_slots[prev, env] = self._side_put(self.pending_frames[env], self.frames[prev, env])
+        if cut.any():
+            previous = self._host_rows(self.frames, prev, prev + 1)[0]
+            for env in np.flatnonzero(cut):
+                self.next_slots[prev, env] = self._side_put(self.pending_frames[env], previous[env])
 
         self._side_release(pos)
-        self.frames[pos] = obs[:, -1]
+        self._put_rows(self.frames, pos, obs[None, :, -1])
         self.episode_starts[pos] = starts
         self.actions[pos] = np.asarray(action).reshape(self.actions.shape[1:])
         self.rewards[pos] = np.asarray(reward)

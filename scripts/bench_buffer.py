@@ -13,7 +13,10 @@ frames repeat. The plain buffer of 100,000 transitions takes 5.6 GB of memory.
 Sampling: ``sample(--batch-size)`` on each buffer, ``--repeats`` times, alternating between the two,
 median time per call; the returned tensors are the same in both (checked on one batch first).
 Torch uses ``--threads`` threads (1 by default): on a machine shared with other work, multi-threaded
-tensor copies can wait ~15 ms for a core, which hides the buffers' own cost.
+tensor copies can wait ~15 ms for a core, which hides the buffers' own cost. With ``--device cuda`` the
+samples go to the GPU (each buffer's ``device``; every call waits for the GPU before it is timed) and a
+third buffer is timed: ``DeviceFrameStackReplayBuffer`` (:mod:`sb3_breakout.device_buffer`), the compact
+buffer with its frames in GPU memory, which gathers the batch there.
 
 Checkpoints (``--part checkpoint``): the compact buffer of each ``--checkpoint-sizes`` transitions,
 filled half and then fully with the same replayed stream of real frames, is saved as a checkpoint
@@ -30,6 +33,7 @@ available); else its row says "not measured: RAM".
 
     python scripts/bench_buffer.py              # buffer 100,000, batch 32, 2,000 repeats: ~2 minutes
     python scripts/bench_buffer.py --buffer-size 20000 --repeats 500
+    python scripts/bench_buffer.py --part sample --device cuda   # + the frames in GPU memory
     python scripts/bench_buffer.py --part checkpoint --checkpoint-sizes 100000 1000000
 """
 
@@ -53,6 +57,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.save_util import load_from_pkl, save_to_pkl
 
 from sb3_breakout.buffers import FrameStackReplayBuffer
+from sb3_breakout.device_buffer import DeviceFrameStackReplayBuffer
 from sb3_breakout.envs import make_breakout_env
 
 PLAIN_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
@@ -195,6 +200,21 @@ def checkpoint_rows(sizes: list[int], stream: list[tuple], obs_space, action_spa
         gc.collect()
 
 
+def median_sample_times(buffers: dict[str, ReplayBuffer], batch_size: int, repeats: int) -> dict[str, float]:
+    """Median seconds of ``sample(batch_size)`` per buffer, ``repeats`` calls each, alternating between the
+    buffers; on a GPU each call waits for the device (``torch.cuda.synchronize``) before it is timed."""
+    cuda = any(buffer.device.type == "cuda" for buffer in buffers.values())
+    times: dict[str, list[float]] = {name: [] for name in buffers}
+    for _ in range(repeats):
+        for name, buffer in buffers.items():
+            start = time.perf_counter()
+            buffer.sample(batch_size)
+            if cuda:
+                th.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--buffer-size", type=int, default=100_000, help="transitions held by each buffer")
@@ -205,6 +225,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for the tensor copies in sample(); 1 avoids waits when busy")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the samples go (default cpu); cuda also times the frames in GPU memory")
     parser.add_argument("--part", choices=("all", "sample", "checkpoint"), default="all",
                         help="sample(): the two buffers' sampling and memory; checkpoint: save/load rows")
     parser.add_argument("--checkpoint-sizes", type=int, nargs="+", default=[100_000, 1_000_000],
@@ -212,6 +234,8 @@ def main() -> None:
     parser.add_argument("--keep-free", type=float, default=4.0,
                         help="GB of RAM that must stay available after a buffer is filled, else its row is skipped")
     args = parser.parse_args()
+    if args.device == "cuda" and not th.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA GPU here; allowed: cpu")
     th.set_num_threads(args.threads)
 
     stream, n_ends = record_stream(args.real_steps, args.n_envs, args.seed)
@@ -226,33 +250,33 @@ def main() -> None:
     if args.part == "checkpoint":
         return
 
-    plain = ReplayBuffer(args.buffer_size, obs_space, action_space, "cpu", n_envs=args.n_envs)
-    compact = FrameStackReplayBuffer(args.buffer_size, obs_space, action_space, "cpu", n_envs=args.n_envs)
+    plain = ReplayBuffer(args.buffer_size, obs_space, action_space, args.device, n_envs=args.n_envs)
+    compact = FrameStackReplayBuffer(args.buffer_size, obs_space, action_space, args.device, n_envs=args.n_envs)
+    buffers: dict[str, ReplayBuffer] = {"plain": plain, "compact": compact}
+    if args.device == "cuda":
+        buffers["gpu frames"] = DeviceFrameStackReplayBuffer(args.buffer_size, obs_space, action_space, "cuda",
+                                                             n_envs=args.n_envs)
     n_adds = plain.buffer_size + plain.buffer_size // 3  # wrap around once
-    add_plain = fill(plain, stream, n_adds)
-    add_compact = fill(compact, stream, n_adds)
-    print(f"add(): plain {add_plain * 1e6:.1f} us, compact {add_compact * 1e6:.1f} us per step")
+    adds = {name: fill(buffer, stream, n_adds) for name, buffer in buffers.items()}
+    print("add(): " + ", ".join(f"{name} {seconds * 1e6:.1f} us" for name, seconds in adds.items()) + " per step")
 
     # the same batch from both, for one seed and indices valid in both
     np.random.seed(args.seed)
     offsets = np.random.randint(compact.n_stack - 1, compact.buffer_size, size=args.batch_size)
     inds = (compact.pos + offsets) % compact.buffer_size
-    np.random.seed(args.seed)
-    a = plain._get_samples(inds)
-    np.random.seed(args.seed)
-    b = compact._get_samples(inds)
-    assert all(th.equal(x, y) for x, y in zip(a[:5], b[:5], strict=True)), "the two buffers disagree"
+    batches = {}
+    for name, buffer in buffers.items():
+        np.random.seed(args.seed)
+        batches[name] = buffer._get_samples(inds)
+    for name, batch in batches.items():
+        assert all(th.equal(x.cpu(), y.cpu()) for x, y in zip(batches["plain"][:5], batch[:5], strict=True)), \
+            f"{name} and plain disagree"
 
-    times = {"plain": [], "compact": []}
-    for _ in range(args.repeats):
-        for name, buffer in (("plain", plain), ("compact", compact)):
-            start = time.perf_counter()
-            buffer.sample(args.batch_size)
-            times[name].append(time.perf_counter() - start)
-    median = {name: float(np.median(t)) for name, t in times.items()}
-    ratio = median["compact"] / median["plain"]
-    print(f"sample({args.batch_size}) median of {args.repeats}: plain {median['plain'] * 1e6:.0f} us, "
-          f"compact {median['compact'] * 1e6:.0f} us, ratio compact/plain {ratio:.2f}")
+    median = median_sample_times(buffers, args.batch_size, args.repeats)
+    print(f"sample({args.batch_size}) median of {args.repeats} on {args.device}: "
+          + ", ".join(f"{name} {seconds * 1e6:.0f} us" for name, seconds in median.items())
+          + "; ratio to plain: " + ", ".join(f"{name} {seconds / median['plain']:.2f}"
+                                              for name, seconds in median.items() if name != "plain"))
 
     capacity = plain.buffer_size * plain.n_envs
     plain_bytes = sum(getattr(plain, name).nbytes for name in PLAIN_ARRAYS)

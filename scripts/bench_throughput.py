@@ -6,7 +6,8 @@ Training throughput on this machine, in one run: agent steps/s in the learning p
   (c) sb3_breakout's default training (``hyperparams/dqn.yml``), each speed option alone, ``bf16: auto``,
       2, 4 and 8 games in parallel (4 and 8 also with ``bf16: auto``) at the recipe's replay ratio (one
       update of batch 32 per 4 transitions, :mod:`sb3_breakout.parallel`), and the same on ALE's C++ vector env (``ale``
-      backend, :mod:`sb3_breakout.vector_env`),
+      backend, :mod:`sb3_breakout.vector_env`), and with ``--device cuda`` only, the frames of the replay
+      buffer in GPU memory (``c-gpu-frames``: :mod:`sb3_breakout.device_buffer`),
   QR-DQN: (b-qr) plain sb3-contrib QR-DQN with RL Zoo's Atari settings and (c-qr) sb3_breakout's
       ``hyperparams/qrdqn.yml`` (same pieces as (c), and the quantile loss of
       :mod:`sb3_breakout.quantile_loss`),
@@ -335,10 +336,14 @@ CONFIGS = {
         "features_extractor_kwargs=dict(bf16='auto'), optimizer_kwargs=dict(fused=True))")}) for n in (4, 8)},
     **{f"c-ale-n{n}": (f"  default, {n} game{'s' if n > 1 else ''}, ale backend", {"n_envs": n, "vec_env_wrapper": [
         {"sb3_breakout.vector_env.ale_vector_backend": {"num_threads": 0}}]}) for n in (1, 4, 8)},
+    "c-gpu-frames": ("  default, replay frames in GPU memory", {"replay_buffer_class": (
+        "importlib.import_module('sb3_breakout.device_buffer').DeviceFrameStackReplayBuffer")}),
     "b-qr": ("plain sb3-contrib QR-DQN, RL Zoo Atari", None),
     "c-qr": ("sb3_breakout QR-DQN (hyperparams/qrdqn.yml)", {}),
 }
 QRDQN_ROWS = ("b-qr", "c-qr")
+CPU_ONLY_ROWS = ("a",)  # the notebook loop runs on the CPU
+CUDA_ONLY_ROWS = ("c-gpu-frames",)  # frames in GPU memory: nothing to time on the CPU
 
 
 def child(name: str, warmup: int, steps: int, threads: int, device: str) -> None:
@@ -375,9 +380,12 @@ def main() -> None:
     if args.device == "cuda" and not th.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA GPU here; allowed: cpu")
     if args.only is None:
-        args.only = [name for name in CONFIGS if args.device == "cpu" or name != "a"]
+        args.only = [name for name in CONFIGS
+                     if name not in (CUDA_ONLY_ROWS if args.device == "cpu" else CPU_ONLY_ROWS)]
     if args.device == "cuda" and "a" in args.only:
         parser.error("--only a: the notebook loop runs on the CPU only; drop it with --device cuda")
+    if args.device == "cpu" and set(args.only) & set(CUDA_ONLY_ROWS):
+        parser.error("--only c-gpu-frames: the replay frames in GPU memory need --device cuda")
     set_buffer(args.buffer_size)
     if args.buffer_size < BATCH:
         parser.error(f"--buffer-size={args.buffer_size}: allowed: an integer >= {BATCH}")
