@@ -180,6 +180,12 @@ def first_above(curve: pl.RunCurve, threshold: float, window: int = 100) -> tupl
     return float(curve.steps[game]), game + 1
 
 
+def training_time(seconds: float) -> str:
+    """``seconds`` of training as "2 h 05 min" (the Monitor's clock, the pauses between resumes left out)."""
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 def solved_lines(curves: list[tuple[str, pl.RunCurve]], references, threshold: float,
                  window: int = 100) -> list[str]:
     """One sentence per run (and reference) on when its running mean first exceeded ``threshold``."""
@@ -188,7 +194,8 @@ def solved_lines(curves: list[tuple[str, pl.RunCurve]], references, threshold: f
         hit = first_above(curve, threshold, window)
         if hit is not None:
             lines.append(f"{name}: running mean of {window} games first above {threshold:g} at {hit[0]:,.0f} "
-                         f"agent steps (game {hit[1]:,})")
+                         f"agent steps (game {hit[1]:,}), after {training_time(curve.seconds[hit[1] - 1])} of "
+                         "training")
         elif len(curve.steps):
             means = curve.running_mean(window)
             best = int(np.argmax(means[window - 1:])) + window - 1 if len(means) >= window else None

@@ -69,7 +69,9 @@ def test_first_above_counts_only_full_windows():
     lucky = learning_curve.pl.RunCurve(Path("."), steps[:99], np.r_[50.0, np.zeros(98)], steps[:99] / 100)
     assert learning_curve.first_above(lucky, 0.1) is None  # fewer games than the window
     lines = learning_curve.solved_lines([("a", curve), ("b", lucky)], [], 40.0)
-    assert lines == ["a: running mean of 100 games first above 40 at 23,100 agent steps (game 231)",
+    # the training time at that game: the Monitor's seconds (here steps / 100 = 231 s)
+    assert lines == ["a: running mean of 100 games first above 40 at 23,100 agent steps (game 231), after "
+                     "0 h 04 min of training",
                      "b: running mean of 100 games not above 40 within 9,900 agent steps"]
 
 
