@@ -38,11 +38,11 @@ from sb3_breakout.evaluate import (
     check_env_builds,
     epsilon_greedy,
     first_game,
-    make_game_env,
     new_game,
     protocol_from,
     queue_game,
 )
+from sb3_breakout.game_env import make_game_env
 from sb3_breakout.runs import Target, add_target_arguments, default_output, load_model, target_from
 
 FORMATS = ("gif", "mp4")

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import ENV, run_cli
-from sb3_breakout import evaluate, record, runs
+from sb3_breakout import evaluate, game_env, record, runs
 
 
 def decode_mp4(path):
@@ -50,7 +50,7 @@ def test_record_scales_and_plays_whole_games(tiny_run, tmp_path, capsys):
     # the same games as evaluate plays with the same flags
     target = runs.resolve_target(str(tiny_run), load_checkpoint=2000)
     protocol = evaluate.Protocol(games=2, max_frames=2000)
-    make_env = partial(evaluate.make_game_env, target, 2000)
+    make_env = partial(game_env.make_game_env, target, 2000)
     games = evaluate.play_games(runs.load_model(target), make_env, protocol)
     for g in games:
         assert f"game {g.game}: score {g.score:g}, {g.frames} frames, {g.lives_lost} lives lost" in out, out
