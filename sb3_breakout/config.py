@@ -265,13 +265,13 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
 
     :raises ConfigError: one line naming the key, the bad value and what is allowed.
     """
-    check_algo(algo)
-    parameters = inspect.signature(learner_class(algo).__init__).parameters
+    learner = learner_class(algo)  # refuses an algorithm this package does not train
+    parameters = inspect.signature(learner.__init__).parameters
     algo_keys = set(parameters) - {"self", "env", "policy"}
     unknown = sorted(set(entry) - ZOO_KEYS - algo_keys)
     if unknown:
         raise ConfigError(f"unknown hyperparameter {unknown[0]!r} for {algo}: allowed are RL Zoo's keys and "
-                          f"{learner_class(algo).__name__}'s arguments")
+                          f"{learner.__name__}'s arguments")
     check_finite(entry)
     for key, test, allowed in RANGES:
         if key not in entry:
@@ -295,7 +295,6 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
     if "policy" in entry and not isinstance(entry["policy"], str):
         raise ConfigError(f"policy={entry['policy']!r} must be a policy name such as CnnPolicy or a class path")
     if isinstance(entry.get("policy"), str):
-        learner = learner_class(algo)
         aliases = getattr(learner, "policy_aliases", {})
         if "." in entry["policy"]:
             resolve(entry["policy"], "policy")

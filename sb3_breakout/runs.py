@@ -228,7 +228,6 @@ def load_model(target: Target, device: str = "auto") -> BaseAlgorithm:
 
     :raises cfg.ConfigError: the zip cannot be loaded.
     """
-
     cfg.check_algo(target.algo)
     custom_objects = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0,
                       "exploration_schedule": lambda _: 0.0}
