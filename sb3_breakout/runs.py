@@ -13,6 +13,8 @@ not here.
 from __future__ import annotations
 
 import argparse
+import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,35 @@ def latest_run(folder: Path, algo: str | None, env_id: str) -> Path | None:
     if not found:
         return None
     return max(found, key=lambda run: max((c.stat().st_mtime for c in run.glob("*/config.yml")), default=0.0))
+
+
+def trained_steps(run_dir: Path) -> tuple[int | None, int | None]:
+    """
+    How far a run has trained: (agent steps of its final model ``<env>.zip``, the steps it trains to).
+
+    The first is None while no final model exists; the second is None when the run files do not say
+    (``args.yml``'s ``n_timesteps`` when given, else ``config.yml``'s). A run stopped by a signal
+    writes its final model too, short of its target: ``steps < target`` means "interrupted, resume it".
+    Only the zip's small ``data`` member is read (SB3's JSON, ``num_timesteps``).
+    """
+    dirs = config_dirs(run_dir)
+    if not dirs:
+        return None, None
+    config_dir = dirs[0]
+    target = None
+    try:
+        saved = read_run_yaml(config_dir / "args.yml") if (config_dir / "args.yml").is_file() else {}
+        given = int(float(saved.get("n_timesteps") or -1))
+        target = given if given > 0 else int(float(read_run_yaml(config_dir / "config.yml")["n_timesteps"]))
+    except (cfg.ConfigError, KeyError, TypeError, ValueError):
+        target = None
+    steps = None
+    try:
+        with zipfile.ZipFile(run_dir / f"{config_dir.name}.zip") as archive:
+            steps = int(json.loads(archive.read("data"))["num_timesteps"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):  # not written yet, or being written
+        steps = None
+    return steps, target
 
 
 def resolve_target(

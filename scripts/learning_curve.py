@@ -47,6 +47,7 @@ from sb3_breakout import plot as pl
 from sb3_breakout import runs
 from sb3_breakout.checkpoint import checkpoint_root, list_checkpoints
 from sb3_breakout.cli import OneLineArgumentParser, check_output_folder
+from sb3_breakout.runlock import lock_holder
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 #: The published curves drawn beside every run, by their label.
@@ -130,21 +131,33 @@ def evaluate_new_checkpoints(run_dir: Path, every: int, games: int) -> None:
             greedy_check(run_dir, step, games)
 
 
-def training_ended(run_dir: Path, since: float) -> bool:
-    """The run wrote its final model (``<env>.zip``) after ``since``."""
-    return any(p.stat().st_mtime > since for p in run_dir.glob("*.zip"))
+def run_finished(run_dir: Path, said: set[int]) -> bool:
+    """
+    The run has trained all its steps (its final model is at ``n_timesteps``). A run stopped short (a
+    signal writes the final model too) is said once per stop, and waited for: ``--resume`` goes on.
+    """
+    steps, target = runs.trained_steps(run_dir)
+    if steps is None:
+        return False
+    if target is None or steps >= target:
+        return True
+    if steps not in said and lock_holder(run_dir) is None:
+        said.add(steps)
+        print(f"the run stopped at step {steps:,} of {target:,}: waiting for it to go on (python -m "
+              f"sb3_breakout.train --resume {run_dir}); Ctrl-C stops following", flush=True)
+    return False
 
 
 def follow(run_dir: Path, every: int, games: int, process: subprocess.Popen | None = None, wait: bool = False,
            poll: float = 30.0) -> None:
     """
-    Evaluate checkpoints as they appear: until ``process`` ends, or with ``wait`` until the run
-    (trained by another process) writes its final model; else once.
+    Evaluate checkpoints as they appear: until ``process`` ends; with ``wait``, until the run (trained
+    by another process) has trained all its steps, through interruptions and resumes; else once.
     """
-    started = time.time()
+    said: set[int] = set()
     while True:
         evaluate_new_checkpoints(run_dir, every, games)
-        running = process.poll() is None if process is not None else wait and not training_ended(run_dir, started)
+        running = process.poll() is None if process is not None else wait and not run_finished(run_dir, said)
         if not running:
             break
         time.sleep(poll)
@@ -324,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--eval-games", type=int, default=5, help="full games per greedy check")
     sub.choices["follow"].add_argument("run_dir", type=Path)
     sub.choices["follow"].add_argument("--wait", action="store_true",
-                                       help="keep polling until the run writes its final model")
+                                       help="keep polling until the run has trained all its steps "
+                                            "(through interruptions and --resume)")
     rep = sub.add_parser("report", help="plot and table of one or more runs")
     rep.add_argument("run_dirs", type=Path, nargs="+")
     rep.add_argument("--names", nargs="+", help="a label per run (default: folder names)")

@@ -48,6 +48,36 @@ def test_follow_then_report(tiny_run, tmp_path):
     assert (tmp_path / "again" / "learning_curve.md").read_text() == table
 
 
+def test_follow_wait_outlasts_an_interrupted_run(tiny_run, tmp_path):
+    """follow --wait goes on through an interrupt (which writes the final model short of its steps)."""
+    import threading
+
+    from conftest import run_cli
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    # the run as stopped by a signal at 2,000 of its 3,000 steps: its args.yml asks for 3,000
+    args = run / "BreakoutNoFrameskip-v4" / "args.yml"
+    text = args.read_text()
+    assert "  - - n_timesteps\n    - 2000\n" in text
+    args.write_text(text.replace("  - - n_timesteps\n    - 2000\n", "  - - n_timesteps\n    - 3000\n"))
+    assert learning_curve.runs.trained_steps(run) == (2000, 3000)
+
+    follower = threading.Thread(target=learning_curve.follow, args=(run, 1000, 1),
+                                kwargs=dict(wait=True, poll=0.2), daemon=True)
+    follower.start()
+    (run / "BreakoutNoFrameskip-v4.zip").touch()  # the interrupt's final model, written while followed
+    follower.join(timeout=20)
+    assert follower.is_alive()  # still waiting for the resume
+    assert sorted(learning_curve.greedy_done(run)) == [1000, 2000]
+
+    result = run_cli(["-m", "sb3_breakout.train", "--resume", str(run), "--num-threads", "1"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    follower.join(timeout=300)
+    assert not follower.is_alive()  # the run trained all its steps: following ends by itself
+    assert sorted(learning_curve.greedy_done(run)) == [1000, 2000, 3000]
+
+
 def test_reference_and_milestones():
     import pandas as pd
 
