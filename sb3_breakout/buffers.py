@@ -8,26 +8,18 @@ from typing import Any
 
 import numpy as np
 import torch as th
-import zstandard
 from gymnasium import spaces
 from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
 from stable_baselines3.common.preprocessing import get_action_dim
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
+from sb3_breakout.packed_rows import PackedRows
+
 #: Largest Discrete action space whose actions are stored as uint8.
 _UINT8_ACTIONS = 256
 #: zlib level of the side store: 1 is the fastest and, on these sparse differences, as small as 9.
 _ZLIB_LEVEL = 1
-#: Arrays with one row per position, pickled as their written rows only (compressed).
-_PER_POSITION = ("frames", "actions", "rewards", "dones", "timeouts", "episode_starts", "next_slots")
-#: Bytes of raw rows compressed at a time when pickling (the extra memory a save needs, per block).
-_PICKLE_BLOCK = 8 << 20
-#: Zstandard level of the pickled rows: 3 (the library's default) measured 285x at 1.8 GB/s on real
-#: Breakout frames (zlib level 1: 54x at 0.5 GB/s), one AMD EPYC core.
-_ZSTD_LEVEL = 3
-#: Format marker of the compressed pickle (absent in pickles of the older, whole-array layout).
-_PACKED = "_packed_rows"
 
 
 def _check_observation_space(observation_space: spaces.Space) -> tuple[int, int, int]:
@@ -90,7 +82,7 @@ def _layout(
     }
 
 
-class FrameStackReplayBuffer(ReplayBuffer):
+class FrameStackReplayBuffer(PackedRows, ReplayBuffer):
     """
     ``ReplayBuffer`` for stacked Atari frames that keeps each 84x84 frame once (Dopamine-style).
 
@@ -136,8 +128,8 @@ class FrameStackReplayBuffer(ReplayBuffer):
     evaluates the string, so a bare dotted name is a NameError) as
     ``replay_buffer_class: "importlib.import_module('sb3_breakout.buffers').FrameStackReplayBuffer"``.
     It pickles with ``save_replay_buffer`` / ``load_replay_buffer`` (RL Zoo's loader too): only the
-    written rows, compressed with Zstandard in blocks (see ``__getstate__``), ~25 MB per 1M transitions
-    of Breakout frames instead of 7 GB; pickles of the older layout (the whole arrays) still load.
+    written rows, compressed with Zstandard in blocks (``sb3_breakout.packed_rows``), ~25 MB per 1M
+    transitions of Breakout frames instead of 7 GB; pickles of the older layout (the whole arrays) still load.
 
     :param buffer_size: transitions held in all, ``buffer_size // n_envs`` per env.
     :param observation_space: a ``Box`` of uint8 frame stacks, shape ``(n_stack, H, W)``.
@@ -158,6 +150,9 @@ class FrameStackReplayBuffer(ReplayBuffer):
         ``buffer_size`` below ``n_stack + 1`` transitions per env is raised to that.
     """
 
+    #: The per-position arrays (one row per position): pickled as their written rows (``PackedRows``).
+    per_position = ("frames", "actions", "rewards", "dones", "timeouts", "episode_starts", "next_slots")
+    row_fill = {"next_slots": -1}  # no side-store entry
     #: Class defaults, so that buffers pickled before n-step returns existed load as one-step buffers.
     n_steps: int = 1
     gamma: float = 0.99
@@ -208,82 +203,6 @@ class FrameStackReplayBuffer(ReplayBuffer):
         self._action_out_dtype = ReplayBuffer._maybe_cast_dtype(action_space.dtype)
         # Offsets of the frames gathered per sample: the observation's n_stack frames, then the next one.
         self._offsets = np.arange(-self.n_stack + 1, 2)
-
-    # ------------------------------------------------------------------ pickling
-
-    def __getstate__(self) -> dict[str, Any]:
-        """
-        The pickled state: the attributes, with each per-position array replaced by its written rows
-        (``0 .. pos - 1``, or all once full), compressed with Zstandard in blocks of ~8 MB of raw rows.
-
-        Why not the whole arrays (Python's default): a buffer of 1M transitions is 7 GB of arrays,
-        mostly zeros until it fills, and the default pickle writes all of it at every checkpoint.
-        Why by hand, in pickle hooks, rather than ``np.savez_compressed``: that writes a separate zip
-        of whole arrays with zlib (slower, 5x larger on these frames), while SB3's
-        ``save_replay_buffer`` / ``load_replay_buffer`` and RL Zoo's loader pickle the buffer object;
-        hooks keep all of them working unchanged. Blocks keep the extra memory of a save to one block
-        plus the compressed output (~25 MB per 1M Breakout frames), so saving does not double the RSS.
-        """
-        state = self.__dict__.copy()
-        rows = self.buffer_size if self.full else self.pos
-        compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
-        packed = {}
-        for name in _PER_POSITION:
-            array = state.pop(name)
-            first = self._host_rows(array, 0, 1)
-            step = max(1, _PICKLE_BLOCK // max(1, first.nbytes))
-            blocks = [compressor.compress(memoryview(self._host_rows(array, i, min(i + step, rows))).cast("B"))
-                      for i in range(0, rows, step)]
-            packed[name] = (tuple(array.shape), first.dtype.str, blocks)
-        state[_PACKED] = {"version": 1, "codec": "zstd", "rows": rows, "arrays": packed}
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """
-        Restore a pickled buffer: the compressed form of ``__getstate__``, or the older layout (the
-        whole arrays, as Python pickled the buffer before), taken as it is. Rows never written come
-        back as a new buffer has them (zeros; ``next_slots`` -1).
-
-        :raises ValueError: a compressed pickle of an unknown format or whose blocks do not fill the
-            rows it names (a damaged file that still unpickled).
-        """
-        state = dict(state)
-        packed = state.pop(_PACKED, None)
-        self.__dict__.update(state)
-        if packed is None:  # the older layout: the arrays themselves
-            return
-        if packed.get("version") != 1 or packed.get("codec") != "zstd":
-            raise ValueError(f"FrameStackReplayBuffer: unknown pickle format {packed.get('version')!r}/"
-                             f"{packed.get('codec')!r}; written by a newer sb3_breakout?")
-        rows = int(packed["rows"])
-        decompressor = zstandard.ZstdDecompressor()
-        for name, (shape, dtype, blocks) in packed["arrays"].items():
-            array = self._new_rows(name, shape, np.dtype(dtype))
-            start = 0
-            for block in blocks:
-                chunk = np.frombuffer(decompressor.decompress(block), dtype=dtype).reshape(-1, *shape[1:])
-                self._put_rows(array, start, chunk)
-                start += len(chunk)
-            if start != rows:
-                raise ValueError(f"FrameStackReplayBuffer: pickled {name} holds {start} rows, expected {rows}")
-            setattr(self, name, array)
-
-    # ------------------------------------------------------------------ row storage (hooks)
-    # The per-position arrays are numpy arrays here; these three hooks are the only places, besides the
-    # sampling code, that allocate, read or write ``frames``, so that a subclass can keep it elsewhere
-    # (``sb3_breakout.device_buffer``: a torch tensor on the GPU).
-
-    def _new_rows(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """A new per-position array ``name``, as a new buffer holds it (zeros; ``next_slots`` -1)."""
-        return np.full(shape, -1, dtype) if name == "next_slots" else np.zeros(shape, dtype)
-
-    def _host_rows(self, array: np.ndarray, start: int, stop: int) -> np.ndarray:
-        """Rows ``start .. stop - 1`` of a per-position array, as a C-contiguous numpy array (a view here)."""
-        return np.ascontiguousarray(array[start:stop])
-
-    def _put_rows(self, array: np.ndarray, start: int, rows: np.ndarray) -> None:
-        """Write ``rows`` (a numpy array) into a per-position array from row ``start`` on."""
-        array[start : start + len(rows)] = rows
 
     # ------------------------------------------------------------------ memory
 

@@ -10,10 +10,11 @@ curve with the RL Zoo's published DQN run on Breakout.
     python scripts/learning_curve.py follow runs/dqn/BreakoutNoFrameskip-v4_1
     python scripts/learning_curve.py report runs/dqn/BreakoutNoFrameskip-v4_1 --out docs/curves
 
-``train`` runs ``python -m sb3_breakout.train`` with ``--save-freq`` = ``--eval-every`` (100,000) and
-follows the run (at nice 19 on one torch thread; on a 2-core machine a check still slows training
-while it runs): every new checkpoint's agent plays ``--eval-games`` full games at epsilon 0.05
-(the evaluation protocol of ``sb3_breakout.evaluate``, 108,000-frame cap), and the scores go to
+``train`` runs ``python -m sb3_breakout.train`` with ``--save-freq`` = ``--eval-every`` (100,000),
+keeping every checkpoint (~50 MB each with a replay of 1M transitions), and follows the run (at
+nice 19 on one torch thread; on a 2-core machine a check still slows training while it runs): every
+new checkpoint's agent plays ``--eval-games`` full games at epsilon 0.05 (the evaluation protocol of
+``sb3_breakout.evaluate``, 108,000-frame cap), and the scores go to
 ``<run>/greedy_eval.csv``. ``report`` writes ``learning_curve.png`` (score of each training game and
 its running mean over 100 games against agent steps, the reference curve dashed, the greedy checks as
 points with their standard deviation, and training speed below) and ``learning_curve.md`` (our running
@@ -292,9 +293,15 @@ def check_follow_command(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------- train: its input, checked
 def train_flags(args: argparse.Namespace) -> list[str]:
-    """The flags ``train`` passes to ``python -m sb3_breakout.train``."""
+    """
+    The flags ``train`` passes to ``python -m sb3_breakout.train``: a checkpoint at every greedy check,
+    all of them kept (and two more: an interrupt's, the newest), so that a check that lags behind
+    training (the follower runs at nice 19) never finds its checkpoint rotated away.
+    """
+    checks = -(-args.n_timesteps // args.eval_every)
     flags = ["--algo", args.algo, "-n", str(args.n_timesteps), "--seed", str(args.seed), "-f", args.log_folder,
-             "--save-freq", str(args.eval_every), "--num-threads", str(args.num_threads), "--no-progress"]
+             "--save-freq", str(args.eval_every), "--keep-checkpoints", str(checks + 2),
+             "--num-threads", str(args.num_threads), "--no-progress"]
     flags += ["--profile", args.profile] if args.profile else []
     return flags + (["-params", *args.hyperparams] if args.hyperparams else [])
 

@@ -14,7 +14,7 @@ from sb3_breakout.buffers import FrameStackReplayBuffer
 from sb3_breakout.device_buffer import DeviceFrameStackReplayBuffer
 from sb3_breakout.envs import make_breakout_env
 from sb3_breakout.torch_layers import NatureCNN
-from test_buffers import FRAMES, assert_same_samples, transitions, valid_positions
+from test_buffers import FRAMES, assert_same_samples, assert_samples_on_device, transitions, valid_positions
 
 needs_cuda = pytest.mark.skipif(not th.cuda.is_available(), reason="needs a CUDA GPU (runs on a machine with one)")
 
@@ -73,6 +73,7 @@ def test_same_samples_as_the_host_buffer_on_real_game(n_envs, max_agent_steps, n
     assert on_device.full and on_device.dones.any() and (on_device.next_slots >= 0).any()
     assert isinstance(on_device._stacks(np.array([0]), np.array([0])), th.Tensor)  # gathered by torch
     assert_same_batches(host, on_device)
+    assert_samples_on_device(host, on_device, np.resize(valid_positions(on_device), 256), "cpu")
     # as the host buffer's: obs and next obs in storages of their own (one gathered tensor, sliced, at first)
     batch = on_device.sample(32)
     assert batch.observations.is_contiguous() and batch.next_observations.is_contiguous()
@@ -196,15 +197,7 @@ def test_samples_on_the_gpu_equal_the_host_buffer():
                                   seed=2, device="cuda")
     assert on_device.frames.device.type == "cuda" and on_device.device_nbytes == on_device.frames.nbytes
     assert on_device.host_nbytes == on_device.nbytes - on_device.frames.nbytes
-    batch_inds = np.resize(valid_positions(on_device), 1024)
-    np.random.seed(0)
-    want = host._get_samples(batch_inds)
-    np.random.seed(0)
-    have = on_device._get_samples(batch_inds)
-    for field in ReplayBufferSamples._fields:
-        a, b = getattr(want, field), getattr(have, field)
-        assert b.device.type == "cuda", field
-        assert th.equal(b.cpu(), a), field
+    assert_samples_on_device(host, on_device, np.resize(valid_positions(on_device), 1024), "cuda")
     assert_same_batches(host, on_device)
 
     loaded = pickle.loads(pickle.dumps(on_device))

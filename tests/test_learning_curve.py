@@ -112,14 +112,16 @@ def test_train_passes_hyperparams_and_checks_the_greedy_agent(tmp_path):
 
     # the user's command (a subprocess: train lowers its own priority and torch threads), a real short
     # run of the recipe with two overrides, its one checkpoint checked greedily
-    command = [str(SCRIPT), "train", "-n", "600", "--seed", "0", "-f", "logs", "--num-threads", "1",
-               "--eval-every", "600", "--eval-games", "1"]
+    command = [str(SCRIPT), "train", "-n", "900", "--seed", "0", "-f", "logs", "--num-threads", "1",
+               "--eval-every", "300", "--eval-games", "1"]
     result = run_cli([*command, "-params", "buffer_size:1000", "target_update_interval:100"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (tmp_path / "logs" / "dqn").glob(f"{ENV}_*")
     config = yaml.safe_load((run / ENV / "config.yml").read_text())
     assert config["target_update_interval"] == 100 and config["buffer_size"] == 1000
-    assert sorted(learning_curve.greedy_done(run)) == [600]
+    assert sorted(learning_curve.greedy_done(run)) == [300, 600, 900]
+    # every checkpoint a greedy check needs is kept (train's default keeps 2): a lagging check finds its own
+    assert [p.name for p in learning_curve.list_checkpoints(run)] == ["step_300", "step_600", "step_900"]
     # a bad override: the trainer's one-line error naming it, exit status 2, no new run folder
     result = run_cli([*command, "-params", "target_update_interval:0"], cwd=tmp_path)
     assert result.returncode == 2
