@@ -207,9 +207,15 @@ def solved_lines(curves: list[tuple[str, pl.RunCurve]], references, threshold: f
     for name, curve in curves:
         hit = first_above(curve, threshold, window)
         if hit is not None:
+            # The running mean lags the agent by a window of games: the next games say what the agent
+            # at that point plays like (an upper bound: it keeps learning while they are played).
+            after = curve.scores[hit[1]:hit[1] + window]
+            nxt = "" if len(after) == 0 else (
+                f"; the next {len(after)} games{'' if len(after) == window else f' (of {window})'}: "
+                f"mean {after.mean():.1f}")
             lines.append(f"{name}: running mean of {window} games first above {threshold:g} at {hit[0]:,.0f} "
                          f"agent steps (game {hit[1]:,}), after {training_time(curve.seconds[hit[1] - 1])} of "
-                         "training")
+                         f"training{nxt}")
         elif len(curve.steps):
             means = curve.running_mean(window)
             best = int(np.argmax(means[window - 1:])) + window - 1 if len(means) >= window else None

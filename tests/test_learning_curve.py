@@ -100,8 +100,9 @@ def test_first_above_counts_only_full_windows():
     assert learning_curve.first_above(lucky, 0.1) is None  # fewer games than the window
     lines = learning_curve.solved_lines([("a", curve), ("b", lucky)], [], 40.0)
     # the training time at that game: the Monitor's seconds (here steps / 100 = 231 s)
+    # and the games after it (the running mean lags the agent): here 69 more games, all 50
     assert lines == ["a: running mean of 100 games first above 40 at 23,100 agent steps (game 231), after "
-                     "0 h 04 min of training",
+                     "0 h 04 min of training; the next 69 games (of 100): mean 50.0",
                      "b: running mean of 100 games not above 40 within 9,900 agent steps"]
 
 
