@@ -187,14 +187,9 @@ class FrameStackReplayBuffer(PackedRows, ReplayBuffer):
         self.handle_timeout_termination = handle_timeout_termination
         self.n_steps, self.gamma = int(n_steps), float(gamma)
         self.n_stack, self.frame_height, self.frame_width = _check_observation_space(observation_space)
-        self.frames = self._new_rows("frames", *layout["frames"])
-        self.actions = np.zeros(*layout["actions"])
-        self.rewards = np.zeros(*layout["rewards"])
-        self.dones = np.zeros(*layout["dones"])
-        self.timeouts = np.zeros(*layout["timeouts"])
-        self.episode_starts = np.zeros(*layout["episode_starts"])
-        shape, dtype = layout["next_slots"]
-        self.next_slots = np.full(shape, -1, dtype=dtype)
+        # frames, actions, rewards, dones, timeouts, episode_starts, next_slots (-1: no side-store entry)
+        for name in self.per_position:
+            setattr(self, name, self._new_rows(name, *layout[name]))
         self.pending_frames = np.zeros(*layout["pending_frames"])
         self.last_next_obs = np.zeros(*layout["last_next_obs"])
         self.side_store: list[bytes | None] = []

@@ -24,9 +24,10 @@ class PackedRows:
     """
     Mixin of a replay buffer whose arrays named in ``per_position`` have one row per position
     (``position x env x ...``), written from row 0 on by a cursor ``pos`` until ``full``: they are
-    allocated, read and written only through three hooks (``_new_rows``, ``_host_rows``,
-    ``_put_rows``: numpy arrays here; a subclass may keep an array elsewhere, e.g. on the GPU), and
-    pickled as their written rows only, compressed.
+    pickled as their written rows only, compressed. They are allocated by ``_new_rows`` and copied in
+    and out in blocks (pickling) by ``_host_rows`` and ``_put_rows``: numpy arrays here. A subclass
+    that keeps one elsewhere (``sb3_breakout.device_buffer``: the frames on the GPU) overrides these
+    three and the buffer's own code that indexes that array (adding, sampling).
 
     The class using it provides ``per_position`` (attribute names), ``buffer_size``, ``pos`` and
     ``full`` (as SB3's ``BaseBuffer``), and ``row_fill``: the value of rows never written, by name
@@ -97,9 +98,8 @@ class PackedRows:
             setattr(self, name, array)
 
     # ------------------------------------------------------------------ row storage (hooks)
-    # The per-position arrays are numpy arrays here; these three hooks are the only places, besides the
-    # buffer's sampling code, that allocate, read or write them, so that a subclass can keep one elsewhere
-    # (``sb3_breakout.device_buffer``: the frames as a torch tensor on the GPU).
+    # The per-position arrays are numpy arrays here (see the class docstring for a subclass that keeps
+    # one elsewhere).
 
     def _new_rows(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """A new per-position array ``name``, as a new buffer holds it (``row_fill``, else zeros)."""

@@ -124,14 +124,44 @@ def latest_run(folder: Path, algo: str | None, env_id: str) -> Path | None:
     return max(found, key=lambda run: max((c.stat().st_mtime for c in run.glob("*/config.yml")), default=0.0))
 
 
+#: The record of how a run's last training process ended (``train`` writes it beside the final model).
+RUN_END = "run_end.json"
+#: Its reasons: all ``n_timesteps`` trained; a callback stopped training (solved, a game limit); a signal.
+RUN_END_REASONS = ("done", "stopped", "interrupted")
+
+
+def write_run_end(run_dir: Path, reason: str, steps: int, target: int) -> None:
+    """Record how training ended (``reason`` in :data:`RUN_END_REASONS`), atomically (rename)."""
+    tmp = run_dir / f".{RUN_END}.tmp"
+    tmp.write_text(json.dumps({"reason": reason, "steps": int(steps), "target": int(target)}) + "\n")
+    tmp.replace(run_dir / RUN_END)
+
+
+def clear_run_end(run_dir: Path) -> None:
+    """Training (re)starts: the run has not ended."""
+    (run_dir / RUN_END).unlink(missing_ok=True)
+
+
+def run_end(run_dir: Path) -> dict[str, Any] | None:
+    """
+    How the run's last training process ended: ``{"reason", "steps", "target"}``, or None while it
+    trains, after a crash, or for a run trained before this record existed (then: ``trained_steps``).
+    """
+    try:
+        end = json.loads((run_dir / RUN_END).read_text())
+        return end if isinstance(end, dict) and end.get("reason") in RUN_END_REASONS else None
+    except (OSError, ValueError):
+        return None
+
+
 def trained_steps(run_dir: Path) -> tuple[int | None, int | None]:
     """
-    How far a run has trained: (agent steps of its final model ``<env>.zip``, the steps it trains to).
+    How far a run has trained, from its files alone: (agent steps of its final model ``<env>.zip``, the
+    steps it trains to). For runs without a :data:`RUN_END` record (trained by an older version).
 
     The first is None while no final model exists; the second is None when the run files do not say
-    (``args.yml``'s ``n_timesteps`` when given, else ``config.yml``'s). A run stopped by a signal
-    writes its final model too, short of its target: ``steps < target`` means "interrupted, resume it".
-    Only the zip's small ``data`` member is read (SB3's JSON, ``num_timesteps``).
+    (``args.yml``'s ``n_timesteps`` when given, else ``config.yml``'s; a resume with ``-n`` is not
+    recorded there). Only the zip's small ``data`` member is read (SB3's JSON, ``num_timesteps``).
     """
     dirs = config_dirs(run_dir)
     if not dirs:

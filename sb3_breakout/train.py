@@ -37,7 +37,7 @@ from stable_baselines3.common.utils import set_random_seed
 
 from sb3_breakout import checkpoint as ckpt
 from sb3_breakout import config as cfg
-from sb3_breakout import flags, parallel, runlock
+from sb3_breakout import flags, parallel, runlock, runs
 from sb3_breakout.callbacks import RunningRewardCallback
 from sb3_breakout.cli import OneLineArgumentParser
 from sb3_breakout.envs import ENV_ID
@@ -460,6 +460,7 @@ def learn(args: argparse.Namespace, exp_manager: BreakoutExperimentManager, mode
     saver = ckpt.CheckpointCallback(run_dir, args.save_freq, args.keep_checkpoints, running_reward=running)
     threads = [AdaptiveThreadsCallback(verbose=1)] if args.num_threads == "auto" else []
     remaining = exp_manager.n_timesteps - model.num_timesteps
+    runs.clear_run_end(run_dir)
     try:
         model.learn(
             remaining,
@@ -482,6 +483,12 @@ def learn(args: argparse.Namespace, exp_manager: BreakoutExperimentManager, mode
     finally:
         model.env.close()
     exp_manager.save_trained_model(model)
+    reason = ("interrupted" if saver.interrupted else
+              "done" if model.num_timesteps >= exp_manager.n_timesteps else "stopped")
+    try:  # for `learning_curve follow --wait`; the model and checkpoints are already saved
+        runs.write_run_end(run_dir, reason, model.num_timesteps, exp_manager.n_timesteps)
+    except OSError as exc:
+        print(f"warning: {ckpt.describe_write_error(exc)}: {runs.RUN_END} not written", file=sys.stderr)
     if saver.interrupted:
         print(f"Interrupted: checkpoint {saver.last_checkpoint}. Resume with: "
               f"python -m sb3_breakout.train --resume {run_dir}")

@@ -134,15 +134,23 @@ def evaluate_new_checkpoints(run_dir: Path, every: int, games: int) -> None:
 
 def run_finished(run_dir: Path, said: set[int]) -> bool:
     """
-    The run has trained all its steps (its final model is at ``n_timesteps``). A run stopped short (a
-    signal writes the final model too) is said once per stop, and waited for: ``--resume`` goes on.
+    The run's training has ended for good: no process holds the run (a resume, even one with a new
+    ``-n``, is training), and its last process trained all its steps or was stopped by a callback
+    (solved, a game limit). A run stopped short by a signal or a crash is said once per stop and
+    waited for: ``--resume`` goes on.
     """
-    steps, target = runs.trained_steps(run_dir)
-    if steps is None:
+    if lock_holder(run_dir) is not None:
         return False
-    if target is None or steps >= target:
-        return True
-    if steps not in said and lock_holder(run_dir) is None:
+    end = runs.run_end(run_dir)
+    if end is not None:
+        if end["reason"] != "interrupted":
+            return True
+        steps, target = end["steps"], end["target"]
+    else:  # a crash, not started yet, or a run of an older version: its files say what they can
+        steps, target = runs.trained_steps(run_dir)
+        if steps is not None and (target is None or steps >= target):
+            return True
+    if steps is not None and steps not in said:
         said.add(steps)
         print(f"the run stopped at step {steps:,} of {target:,}: waiting for it to go on (python -m "
               f"sb3_breakout.train --resume {run_dir}); Ctrl-C stops following", flush=True)
@@ -288,7 +296,8 @@ def check_report_command(args: argparse.Namespace) -> None:
 
 def check_follow_command(args: argparse.Namespace) -> None:
     """Refuse bad input to ``follow`` before any game is played or line written."""
-    for flag, value in (("--eval-every", args.eval_every), ("--eval-games", args.eval_games)):
+    for flag, value in (("--n-timesteps", args.n_timesteps), ("--eval-every", args.eval_every),
+                        ("--eval-games", args.eval_games)):
         if value < 1:
             raise cfg.ConfigError(f"{flag}={value} is not allowed: must be an integer >= 1")
     if not runs.config_dirs(args.run_dir):
@@ -301,10 +310,10 @@ def check_follow_command(args: argparse.Namespace) -> None:
 def train_flags(args: argparse.Namespace) -> list[str]:
     """
     The flags ``train`` passes to ``python -m sb3_breakout.train``: a checkpoint at every greedy check,
-    all of them kept (and two more: an interrupt's, the newest), so that a check that lags behind
-    training (the follower runs at nice 19) never finds its checkpoint rotated away.
+    as many kept as there are checks, plus two (the checkpoints of two interrupts), so that a check that
+    lags behind training (the follower runs at nice 19) finds its checkpoint.
     """
-    checks = -(-args.n_timesteps // args.eval_every)
+    checks = max(1, -(-args.n_timesteps // args.eval_every))
     flags = ["--algo", args.algo, "-n", str(args.n_timesteps), "--seed", str(args.seed), "-f", args.log_folder,
              "--save-freq", str(args.eval_every), "--keep-checkpoints", str(checks + 2),
              "--num-threads", str(args.num_threads), "--no-progress"]
@@ -324,7 +333,8 @@ def check_train_command(args: argparse.Namespace) -> None:
     from sb3_breakout import train as trainer
 
     ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # its banner is not an error
-    for flag, value in (("--eval-every", args.eval_every), ("--eval-games", args.eval_games)):
+    for flag, value in (("--n-timesteps", args.n_timesteps), ("--eval-every", args.eval_every),
+                        ("--eval-games", args.eval_games)):
         if value < 1:
             raise cfg.ConfigError(f"{flag}={value} must be >= 1")
     trainer.prepare(trainer.build_parser().parse_args(train_flags(args)))

@@ -16,6 +16,7 @@ from stable_baselines3 import DQN
 from conftest import ENV, run_cli
 from sb3_breakout import train
 from sb3_breakout.checkpoint import CheckpointError, list_checkpoints, verify_checkpoint
+from sb3_breakout.runs import run_end
 
 
 def start_training(tmp_path, conf, *extra):
@@ -93,9 +94,13 @@ def test_sigterm_writes_a_checkpoint_and_exits_0(tmp_path, small_conf):
     assert "SIGTERM received" in out and f"--resume {run_dir.relative_to(tmp_path)}" in out
     assert len(list_checkpoints(run_dir)) == 1
     step = int(list_checkpoints(run_dir)[0].name[5:])
+    # for follow --wait: how it ended (the final model may be one env step past the checkpoint)
+    end = run_end(run_dir)
+    assert end["reason"] == "interrupted" and end["target"] == 1200 and end["steps"] in (step, step + 1)
     resumed = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir)], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert DQN.load(run_dir / f"{ENV}.zip", device="cpu").num_timesteps == 1200
+    assert run_end(run_dir) == {"reason": "done", "steps": 1200, "target": 1200}
     # TensorBoard: one run folder whose curve goes on past the checkpoint
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

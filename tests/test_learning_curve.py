@@ -2,9 +2,16 @@
 
 import importlib.util
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import matplotlib.image as mpimg
+
+from conftest import ENV, run_cli, small_entry, write_conf
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "learning_curve.py"
 spec = importlib.util.spec_from_file_location("learning_curve", SCRIPT)
@@ -48,34 +55,67 @@ def test_follow_then_report(tiny_run, tmp_path):
     assert (tmp_path / "again" / "learning_curve.md").read_text() == table
 
 
-def test_follow_wait_outlasts_an_interrupted_run(tiny_run, tmp_path):
-    """follow --wait goes on through an interrupt (which writes the final model short of its steps)."""
-    import threading
+def wait_until(condition, timeout=300.0):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
 
-    from conftest import run_cli
 
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    # the run as stopped by a signal at 2,000 of its 3,000 steps: its args.yml asks for 3,000
-    args = run / "BreakoutNoFrameskip-v4" / "args.yml"
-    text = args.read_text()
-    assert "  - - n_timesteps\n    - 2000\n" in text
-    args.write_text(text.replace("  - - n_timesteps\n    - 2000\n", "  - - n_timesteps\n    - 3000\n"))
-    assert learning_curve.runs.trained_steps(run) == (2000, 3000)
+def test_follow_wait_outlasts_an_interrupted_run(tmp_path, capsys):
+    """follow --wait goes on through a SIGTERM (which writes the final model short of its steps) and a resume."""
+    run = tmp_path / "logs" / "dqn" / f"{ENV}_1"
+    conf = write_conf(tmp_path, small_entry())
+    proc = subprocess.Popen([sys.executable, "-m", "sb3_breakout.train", "-conf", str(conf), "-n", "3000", "--seed",
+                             "0", "-f", "logs", "--save-freq", "1000", "--num-threads", "1", "--no-progress"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: (run / "checkpoints" / "step_1000").is_dir() or proc.poll() is not None)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 0
+    end = learning_curve.runs.run_end(run)
+    assert end["reason"] == "interrupted" and 1000 <= end["steps"] < 3000 and end["target"] == 3000
 
     follower = threading.Thread(target=learning_curve.follow, args=(run, 1000, 1),
                                 kwargs=dict(wait=True, poll=0.2), daemon=True)
     follower.start()
-    (run / "BreakoutNoFrameskip-v4.zip").touch()  # the interrupt's final model, written while followed
-    follower.join(timeout=20)
+    wait_until(lambda: 1000 in learning_curve.greedy_done(run))
+    time.sleep(2)  # ten more polls
     assert follower.is_alive()  # still waiting for the resume
-    assert sorted(learning_curve.greedy_done(run)) == [1000, 2000]
+    assert f"the run stopped at step {end['steps']:,} of 3,000: waiting" in capsys.readouterr().out
 
     result = run_cli(["-m", "sb3_breakout.train", "--resume", str(run), "--num-threads", "1"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert learning_curve.runs.run_end(run) == {"reason": "done", "steps": 3000, "target": 3000}
     follower.join(timeout=300)
     assert not follower.is_alive()  # the run trained all its steps: following ends by itself
     assert sorted(learning_curve.greedy_done(run)) == [1000, 2000, 3000]
+
+
+def test_follow_wait_ends_on_a_run_stopped_by_its_callback_and_waits_while_one_trains(tmp_path, tiny_run):
+    from sb3_breakout.runlock import RunLock
+
+    # a run the running-reward callback stops after 2 games (as when solved): its end, short of -n
+    entry = small_entry()
+    entry["callback"][1]["sb3_breakout.callbacks.RunningRewardCallback"]["max_episodes"] = 2
+    result = run_cli(["-m", "sb3_breakout.train", "-conf", str(write_conf(tmp_path, entry)), "-n", "5000", "--seed",
+                      "0", "-f", "logs", "--num-threads", "1"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "logs" / "dqn" / f"{ENV}_1"
+    end = learning_curve.runs.run_end(run)
+    assert end["reason"] == "stopped" and end["steps"] < 5000
+    follower = threading.Thread(target=learning_curve.follow, args=(run, 1000, 1),
+                                kwargs=dict(wait=True, poll=0.2), daemon=True)
+    follower.start()
+    follower.join(timeout=60)
+    assert not follower.is_alive()
+
+    # a finished run that a process holds (a resume with a larger -n) is not finished
+    done = tmp_path / "done"
+    shutil.copytree(tiny_run, done)
+    assert learning_curve.runs.run_end(done)["reason"] == "done"
+    with RunLock(done):
+        assert not learning_curve.run_finished(done, set())
+    assert learning_curve.run_finished(done, set())
 
 
 def test_reference_and_milestones():
@@ -108,8 +148,6 @@ def test_first_above_counts_only_full_windows():
 
 def test_train_passes_hyperparams_and_checks_the_greedy_agent(tmp_path):
     import yaml
-
-    from conftest import ENV, run_cli
 
     # the user's command (a subprocess: train lowers its own priority and torch threads), a real short
     # run of the recipe with two overrides, its one checkpoint checked greedily
