@@ -296,8 +296,7 @@ def check_report_command(args: argparse.Namespace) -> None:
 
 def check_follow_command(args: argparse.Namespace) -> None:
     """Refuse bad input to ``follow`` before any game is played or line written."""
-    for flag, value in (("--n-timesteps", args.n_timesteps), ("--eval-every", args.eval_every),
-                        ("--eval-games", args.eval_games)):
+    for flag, value in (("--eval-every", args.eval_every), ("--eval-games", args.eval_games)):
         if value < 1:
             raise cfg.ConfigError(f"{flag}={value} is not allowed: must be an integer >= 1")
     if not runs.config_dirs(args.run_dir):

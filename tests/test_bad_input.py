@@ -107,6 +107,7 @@ BAD = [
     # scripts/learning_curve.py train: its own flags, and train's checks before anything starts
     ("curve", "-n abc", ["-n/--n-timesteps", "invalid int value: 'abc'"]),
     ("curve", "-n -5", ["--n-timesteps=-5"]),
+    ("curve", "-n 0", ["--n-timesteps=0", ">= 1"]),
     ("curve", "-n 100 --eval-every 0", ["--eval-every=0", ">= 1"]),
     ("curve", "-n 100 --eval-games 0 --background", ["--eval-games=0", ">= 1"]),
     ("curve", "-n 100 -params buffer_size:abc --background", ["'abc' is not a Python value"]),
