@@ -102,8 +102,13 @@ class PackedRows:
     # one elsewhere).
 
     def _new_rows(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """A new per-position array ``name``, as a new buffer holds it (``row_fill``, else zeros)."""
-        return np.full(shape, self.row_fill.get(name, 0), dtype)
+        """
+        A new per-position array ``name``, as a new buffer holds it (``row_fill``, else zeros). Zeros
+        come from ``np.zeros``, whose pages the OS maps only when written: a 1M-transition buffer
+        takes RAM as it fills, and a resumed run's first buffer (replaced by the loaded one) takes none.
+        """
+        fill = self.row_fill.get(name, 0)
+        return np.zeros(shape, dtype) if fill == 0 else np.full(shape, fill, dtype)
 
     def _host_rows(self, array: np.ndarray, start: int, stop: int) -> np.ndarray:
         """Rows ``start .. stop - 1`` of a per-position array, as a C-contiguous numpy array (a view here)."""

@@ -292,6 +292,18 @@ def test_memory_per_transition():
     assert 2 * FRAMES.shape[0] * 84 * 84 == 56_448
 
 
+def test_a_new_buffer_takes_ram_only_as_it_fills():
+    """A 1M-transition buffer (7 GB) takes almost no RAM when made: a resumed run makes one, then loads
+    the checkpoint's; two resumed side by side must not hold two full buffers each."""
+    import psutil
+
+    process = psutil.Process()
+    before = process.memory_info().rss
+    buffer = FrameStackReplayBuffer(1_000_000, FRAMES, spaces.Discrete(4), "cpu")
+    assert buffer.frames.nbytes == 7_056_000_000 and (buffer.next_slots == -1).all()
+    assert process.memory_info().rss - before < 100e6  # next_slots is written (-1): 4 MB
+
+
 def test_bad_spaces_options_and_streams_are_refused():
     discrete = spaces.Discrete(4)
     for space in (spaces.Box(0, 255, (84, 84, 4), np.uint8), spaces.Box(0, 1, (4, 84, 84), np.float32),
