@@ -187,7 +187,6 @@ class FrameStackReplayBuffer(PackedRows, ReplayBuffer):
         self.handle_timeout_termination = handle_timeout_termination
         self.n_steps, self.gamma = int(n_steps), float(gamma)
         self.n_stack, self.frame_height, self.frame_width = _check_observation_space(observation_space)
-        # frames, actions, rewards, dones, timeouts, episode_starts, next_slots (-1: no side-store entry)
         for name in self.per_position:
             setattr(self, name, self._new_rows(name, *layout[name]))
         self.pending_frames = np.zeros(*layout["pending_frames"])

@@ -167,14 +167,12 @@ def trained_steps(run_dir: Path) -> tuple[int | None, int | None]:
     if not dirs:
         return None, None
     config_dir = dirs[0]
-    target = None
     try:
         saved = read_run_yaml(config_dir / "args.yml") if (config_dir / "args.yml").is_file() else {}
         given = int(float(saved.get("n_timesteps") or -1))
         target = given if given > 0 else int(float(read_run_yaml(config_dir / "config.yml")["n_timesteps"]))
     except (cfg.ConfigError, KeyError, TypeError, ValueError):
         target = None
-    steps = None
     try:
         with zipfile.ZipFile(run_dir / f"{config_dir.name}.zip") as archive:
             steps = int(json.loads(archive.read("data"))["num_timesteps"])
