@@ -2,7 +2,7 @@
 ``python -m sb3_breakout.train``: train DQN on Breakout from ``hyperparams/dqn.yml``.
 
 Data flow: this CLI reads one YAML entry (:mod:`sb3_breakout.config`) and checks it, with the env,
-the RAM and the log folder, before anything is written; RL Zoo's ``ExperimentManager`` turns it into
+the RAM and the log folder (:mod:`sb3_breakout.preflight`), before anything is written; RL Zoo's ``ExperimentManager`` turns it into
 objects (env: :mod:`sb3_breakout.envs` / :mod:`sb3_breakout.wrappers`; learner: SB3's ``DQN`` with
 :class:`sb3_breakout.torch_layers.NatureCNN`; callbacks: :mod:`sb3_breakout.callbacks`); SB3's
 ``learn`` runs with those callbacks plus :class:`sb3_breakout.checkpoint.CheckpointCallback` (and
@@ -26,18 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import ale_py
-import gymnasium as gym
 import numpy as np
-import psutil
 import torch as th
 import yaml
 from rl_zoo3.exp_manager import ExperimentManager
-from rl_zoo3.utils import get_wrapper_class
 from stable_baselines3.common.utils import set_random_seed
 
 from sb3_breakout import checkpoint as ckpt
 from sb3_breakout import config as cfg
-from sb3_breakout import flags, parallel, runlock, runs
+from sb3_breakout import flags, parallel, preflight, runlock, runs
 from sb3_breakout.callbacks import RunningRewardCallback
 from sb3_breakout.cli import OneLineArgumentParser
 from sb3_breakout.envs import ENV_ID
@@ -164,108 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ------------------------------------------------------------------------------------ preflight
-def check_env(env_id: str, entry: dict[str, Any]) -> tuple[int, ...]:
-    """Build one env as the entry says (no Monitor file) and return its stacked observation shape."""
-    if env_id not in gym.registry:
-        raise cfg.ConfigError(f"unknown env id {env_id!r}: not registered with gymnasium")
-    try:
-        env = gym.make(env_id, **entry.get("env_kwargs", {}))
-    except (FileNotFoundError, OSError) as exc:
-        raise cfg.ConfigError(f"cannot load the Atari ROM of {env_id!r} ({exc}); ale-py ships the ROMs: "
-                              "reinstall ale-py or unset ALE_ROMS_DIR") from None
-    except Exception as exc:  # TypeError (unknown keyword), ValueError, gymnasium.error.Error (bad value)
-        reason = " ".join(str(exc).split())
-        raise cfg.ConfigError(f"env_kwargs {entry.get('env_kwargs')!r} are not accepted by {env_id!r}: "
-                              f"{type(exc).__name__}: {reason}") from None
-    wrapper = get_wrapper_class(entry)
-    if wrapper is not None:
-        env = wrapper(env)
-    shape = env.observation_space.shape or ()
-    env.close()
-    return (*shape, entry.get("frame_stack", 1))
-
-
-def replay_buffer_nbytes(entry: dict[str, Any], obs_shape: tuple[int, ...]) -> tuple[int, str]:
-    """Bytes the replay buffer of ``entry`` will take, and the buffer class's name."""
-    import rl_zoo3.exp_manager
-
-    n_envs = int(entry.get("n_envs", 1))
-    n = max(int(entry.get("buffer_size", 1_000_000)) // n_envs, 1) * n_envs  # SB3 splits it among the games
-    buffer_class = entry.get("replay_buffer_class")
-    if isinstance(buffer_class, str):
-        buffer_class = eval(buffer_class, vars(rl_zoo3.exp_manager))
-    if buffer_class is not None and hasattr(buffer_class, "estimate_nbytes"):
-        space = gym.spaces.Box(0, 255, (obs_shape[-1], *obs_shape[:2]), np.uint8)
-        return int(buffer_class.estimate_nbytes(int(entry.get("buffer_size", 1_000_000)), space, n_envs)), \
-            buffer_class.__name__
-    obs_bytes = int(np.prod(obs_shape))
-    copies = 1 if entry.get("optimize_memory_usage") else 2
-    return n * (copies * obs_bytes + 8 + 3 * 4), "ReplayBuffer"
-
-
-def check_memory(entry: dict[str, Any], obs_shape: tuple[int, ...]) -> None:
-    needed, name = replay_buffer_nbytes(entry, obs_shape)
-    available = psutil.virtual_memory().available
-    if needed > available:
-        raise cfg.ConfigError(
-            f"replay buffer of {entry.get('buffer_size')} transitions ({name}) needs {needed / 1e9:.1f} GB but "
-            f"{available / 1e9:.1f} GB of RAM is available: lower buffer_size or use replay_buffer_class "
-            "sb3_breakout.buffers.FrameStackReplayBuffer (~7 KB per transition)"
-        )
-
-
-def check_writable(folder: str, what: str = "log folder") -> None:
-    """
-    ``folder`` exists as a writable folder or can be created (its nearest existing parent is one).
-    Writes nothing: a folder that passes and still cannot be created (``/proc/x`` for root) is
-    refused when the run creates it (:func:`sb3_breakout.runlock.make_dirs`).
-    """
-    path = Path(folder).resolve()
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise cfg.ConfigError(f"{what} {folder!r} cannot be written ({existing} is not a writable folder)")
-
-
-#: the largest seed: SB3 seeds numpy's legacy RNG, which takes 0 .. 2**32 - 1
-MAX_SEED = 2**32 - 1
-
-
-def check_args(args: argparse.Namespace) -> None:
-    """The flags' own values (not the YAML's); a ConfigError names the flag, the value and what is allowed."""
-    cfg.check_algo(args.algo)
-    if args.keep_checkpoints < 1:
-        raise cfg.ConfigError(f"--keep-checkpoints={args.keep_checkpoints} must be >= 1")
-    if args.n_timesteps < -1 or args.n_timesteps == 0:
-        raise cfg.ConfigError(f"--n-timesteps={args.n_timesteps} must be >= 1 (leave it out for the YAML's)")
-    if args.seed > MAX_SEED:
-        raise cfg.ConfigError(f"--seed={args.seed} is not allowed: 0 to {MAX_SEED}, or negative for a random seed")
-    for flag, value, low in (("--eval-episodes", args.eval_episodes, 1), ("--log-interval", args.log_interval, 1),
-                             ("--verbose", args.verbose, 0)):
-        if value < low:
-            raise cfg.ConfigError(f"{flag}={value} must be >= {low}")
-    if args.verbose > 2:
-        raise cfg.ConfigError(f"--verbose={args.verbose} is not allowed: 0, 1 or 2")
-    args.num_threads = parse_threads(args.num_threads)
-    flags.check_device(args.device)
-
-
-def parse_threads(value: str | int) -> str | int:
-    """``--num-threads``: ``"auto"``, an integer >= 1, or -1 (torch's default)."""
-    text = str(value).strip().lower()
-    if text == "auto":
-        return "auto"
-    try:
-        threads = int(text)
-    except ValueError:
-        threads = 0
-    if threads < 1 and threads != -1:
-        raise cfg.ConfigError(f"--num-threads={value!r} is not allowed: auto, an integer >= 1, or -1 (torch's default)")
-    return threads
-
-
 def read_run_file(path: Path, resume: str, loader: type = yaml.SafeLoader) -> dict[str, Any]:
     """
     A run's ``config.yml`` or ``args.yml`` as a dict. ``args.yml`` needs ``yaml.UnsafeLoader``: RL Zoo
@@ -304,7 +199,7 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path
         (None, None, None for a new run).
     :raises cfg.ConfigError: one line naming the bad value (the lock is released).
     """
-    check_args(args)
+    preflight.check_args(args)
     args.conf_file = args.conf_file or str(cfg.default_config(args.algo))
     resume_dir = checkpoint = lock = None
     try:
@@ -335,14 +230,14 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path
         else:
             entry = cfg.load_entry(args.conf_file, args.env, args.profile)
             entry.update(args.hyperparams or {})
-            check_writable(args.log_folder)
+            preflight.check_writable(args.log_folder)
         if args.tensorboard_log:
-            check_writable(args.tensorboard_log, "TensorBoard folder")
+            preflight.check_writable(args.tensorboard_log, "TensorBoard folder")
         cfg.validate_entry(entry, args.algo)
         parallel.check_parallel(entry)
         env_kwargs = {**entry.get("env_kwargs", {}), **(args.env_kwargs or {})}
-        obs_shape = check_env(args.env, {**entry, "env_kwargs": env_kwargs})
-        check_memory(entry, obs_shape)
+        obs_shape = preflight.check_env(args.env, {**entry, "env_kwargs": env_kwargs})
+        preflight.check_memory(entry, obs_shape)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -431,7 +326,7 @@ def build_run(args: argparse.Namespace, entry: dict[str, Any], resume_dir: Path 
         env_kwargs=args.env_kwargs,
         trained_agent=str(checkpoint / "model.zip") if checkpoint is not None else "",
         # a resumed run plays new games, not the first ones again
-        seed=(args.seed + (state["num_timesteps"] if state else 0)) % (MAX_SEED + 1),
+        seed=(args.seed + (state["num_timesteps"] if state else 0)) % (preflight.MAX_SEED + 1),
         log_interval=args.log_interval,
         verbose=args.verbose,
         device=args.device,

@@ -56,6 +56,7 @@ from sb3_breakout import cli
 from sb3_breakout import config as cfg
 from sb3_breakout.cli import whole_number
 from sb3_breakout.envs import ENV_ID
+from sb3_breakout.preflight import check_env, check_memory
 from sb3_breakout.search_space import (
     apply_values,
     check_space,
@@ -72,7 +73,6 @@ from sb3_breakout.study_storage import (
     open_study,
     parse_storage,
 )
-from sb3_breakout.train import check_env, check_memory
 from sb3_breakout.trials import (
     PRUNERS,
     SAMPLER_PACKAGES,

@@ -214,25 +214,3 @@ def test_trains_on_the_gpu_and_resumes_on_the_cpu(tmp_path, small_conf):
     assert "PyTorch device: cpu" in resumed.stdout and "from step_800: step 800 of 1200" in resumed.stdout
     model = DQN.load(run_dir / f"{ENV}.zip", device="cpu")
     assert model.num_timesteps == 1200 and next(model.q_net.parameters()).device.type == "cpu"
-
-
-@pytest.mark.parametrize("n_envs", [1, 4])
-@pytest.mark.parametrize("buffer_class", [None, "importlib.import_module('sb3_breakout.buffers')"
-                                                ".FrameStackReplayBuffer"])
-def test_the_ram_check_counts_the_buffer_the_learner_allocates(n_envs, buffer_class):
-    """The bytes the RAM check expects are those of the buffer SB3 builds, whatever the number of games
-    (SB3 splits ``buffer_size`` among them; it does not multiply it)."""
-    import gymnasium as gym
-    import numpy as np
-    from stable_baselines3.common.buffers import ReplayBuffer
-
-    from sb3_breakout.buffers import FrameStackReplayBuffer
-
-    entry = {"buffer_size": 1000, "n_envs": n_envs, "replay_buffer_class": buffer_class}
-    expected, name = train.replay_buffer_nbytes(entry, (84, 84, 4))
-    space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
-    cls = FrameStackReplayBuffer if buffer_class else ReplayBuffer
-    buffer = cls(1000, space, gym.spaces.Discrete(4), n_envs=n_envs)
-    allocated = sum(v.nbytes for v in vars(buffer).values() if isinstance(v, np.ndarray))
-    assert name == cls.__name__
-    assert abs(expected - allocated) <= 0.01 * allocated, (expected, allocated)
