@@ -150,9 +150,14 @@ def run_finished(run_dir: Path, said: set[int]) -> bool:
         steps, target = runs.trained_steps(run_dir)
         if steps is not None and (target is None or steps >= target):
             return True
+        saved = list_checkpoints(run_dir)
+        newest = int(saved[-1].name[5:]) if saved else None
+        if newest is not None and (steps is None or newest > steps):
+            steps = newest  # killed (SIGKILL, a crash) after its last final model: --resume starts here
     if steps is not None and steps not in said:
         said.add(steps)
-        print(f"the run stopped at step {steps:,} of {target:,}: waiting for it to go on (python -m "
+        of = f" of {target:,}" if target is not None else ""
+        print(f"the run stopped at step {steps:,}{of}: waiting for it to go on (python -m "
               f"sb3_breakout.train --resume {run_dir}); Ctrl-C stops following", flush=True)
     return False
 

@@ -91,6 +91,27 @@ def test_follow_wait_outlasts_an_interrupted_run(tmp_path, capsys):
     assert sorted(learning_curve.greedy_done(run)) == [1000, 2000, 3000]
 
 
+def test_follow_wait_names_the_newest_checkpoint_of_a_killed_run(tmp_path, capsys):
+    """A run killed by SIGKILL writes no final model and no run-end record: the follower waits and names the
+    step --resume goes on from (its newest checkpoint), not nothing or an older final model."""
+    run = tmp_path / "logs" / "dqn" / f"{ENV}_1"
+    conf = write_conf(tmp_path, small_entry())
+    proc = subprocess.Popen([sys.executable, "-m", "sb3_breakout.train", "-conf", str(conf), "-n", "3000", "--seed",
+                             "0", "-f", "logs", "--save-freq", "1000", "--num-threads", "1", "--no-progress"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: (run / "checkpoints" / "step_1000").is_dir() or proc.poll() is not None)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert learning_curve.runs.run_end(run) is None and not (run / f"{ENV}.zip").exists()
+    newest = int(learning_curve.list_checkpoints(run)[-1].name[5:])
+
+    said: set[int] = set()
+    assert not learning_curve.run_finished(run, said)
+    assert f"the run stopped at step {newest:,} of 3,000: waiting" in capsys.readouterr().out
+    assert not learning_curve.run_finished(run, said)  # said once per stop
+    assert capsys.readouterr().out == ""
+
+
 def test_follow_wait_ends_on_a_run_stopped_by_its_callback_and_waits_while_one_trains(tmp_path, tiny_run):
     from sb3_breakout.runlock import RunLock
 
