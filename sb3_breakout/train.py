@@ -1,14 +1,15 @@
 """
 ``python -m sb3_breakout.train``: train DQN on Breakout from ``hyperparams/dqn.yml``.
 
-Data flow: this CLI reads one YAML entry (:mod:`sb3_breakout.config`) and checks it, with the env,
-the RAM and the log folder (:mod:`sb3_breakout.preflight`), before anything is written; RL Zoo's ``ExperimentManager`` turns it into
-objects (env: :mod:`sb3_breakout.envs` / :mod:`sb3_breakout.wrappers`; learner: SB3's ``DQN`` with
-:class:`sb3_breakout.torch_layers.NatureCNN`; callbacks: :mod:`sb3_breakout.callbacks`); SB3's
-``learn`` runs with those callbacks plus :class:`sb3_breakout.checkpoint.CheckpointCallback` (and
+Data flow: this CLI reads one YAML entry (:mod:`sb3_breakout.config`) and checks it, with the env, the
+RAM and the log folder (:mod:`sb3_breakout.preflight`), before anything is written; RL Zoo's
+``ExperimentManager`` turns it into objects (env: :mod:`sb3_breakout.envs` /
+:mod:`sb3_breakout.wrappers`; learner: SB3's ``DQN`` with :class:`sb3_breakout.torch_layers.NatureCNN`;
+callbacks: :mod:`sb3_breakout.callbacks`); SB3's ``learn`` runs with those callbacks plus
+:class:`sb3_breakout.checkpoint.CheckpointCallback` (and
 :class:`sb3_breakout.threads.AdaptiveThreadsCallback` with ``--num-threads auto``, the default); the run
-is written in RL Zoo's layout ``<log>/<algo>/<env>_<id>/`` (model zip, Monitor CSV,
-``<env>/config.yml`` and ``args.yml``, ``checkpoints/``), which ``python -m rl_zoo3.enjoy`` reads.
+is written in RL Zoo's layout ``<log>/<algo>/<env>_<id>/`` (model zip, Monitor CSV, ``<env>/config.yml``
+and ``args.yml``, ``checkpoints/``), which ``python -m rl_zoo3.enjoy`` reads.
 
 Flags follow ``rl_zoo3.train`` where they overlap. Exit status: 0 done or interrupted (a checkpoint is
 written), 1 training diverged, 2 bad input (nothing written; a new run folder made before the learner

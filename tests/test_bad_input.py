@@ -36,6 +36,8 @@ BAD = [
     ("train", "-params learning_rate:nan", ["learning_rate=nan", "> 0"]),
     ("train", "-params learning_rate:inf", ["learning_rate=inf", "finite"]),
     ("train", "-params \"learning_rate:'lin_inf'\"", ["learning_rate='lin_inf'", "finite"]),
+    ("train", "-params learning_rate:lin_inf", ["learning_rate='lin_inf'", "finite"]),
+    ("train", "-params learning_rate:lin_abc", ["'lin_abc' is not a Python value"]),
     ("train", "-params learning_rate:-1", ["learning_rate=-1", "> 0"]),
     ("train", "-params gamma:1e400", ["gamma=inf", "(0, 1]"]),
     ("train", "-params buffer_size", ["'buffer_size' is not KEY:VALUE"]),

@@ -163,6 +163,22 @@ def test_bad_input_is_refused_before_anything_is_written(case, overrides, extra,
     assert snapshot(tmp_path) == before
 
 
+def test_a_linear_learning_rate_schedule_is_given_on_the_command_line_as_in_the_yaml(tmp_path, small_conf):
+    """``-params learning_rate:lin_1e-3`` (RL Zoo's YAML form, no quotes): the run records the schedule and
+    the optimiser's rate decays linearly with the run's progress, to 0 at its last step."""
+    result = run(["-m", "sb3_breakout.train", "-conf", str(small_conf), "-f", "logs", "-n", "800", "--seed", "0",
+                  "--no-progress", "--num-threads", "1", "-params", "learning_rate:lin_1e-3", "learning_starts:100"],
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "logs" / "dqn" / f"{ENV}_1"
+    config = yaml.safe_load((run_dir / ENV / "config.yml").read_text())
+    assert config["learning_rate"] == "lin_1e-3"
+    model = DQN.load(run_dir / f"{ENV}.zip", device="cpu")
+    assert model.lr_schedule(1.0) == pytest.approx(1e-3) and model.lr_schedule(0.5) == pytest.approx(5e-4)
+    rate = model.policy.optimizer.param_groups[0]["lr"]
+    assert rate < 1e-5  # set at the last update, where the progress left is 0: a constant rate would be 1e-3
+
+
 def test_unknown_env_id_is_a_one_line_error(tmp_path):
     """An entry exists for the id, but gymnasium has no such env: refused before the run folder is made."""
     conf = tmp_path / "conf.yml"
