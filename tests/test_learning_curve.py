@@ -62,16 +62,23 @@ def wait_until(condition, timeout=300.0):
         time.sleep(0.2)
 
 
+def signal_after_checkpoint(tmp_path, run, step, sig, resume=False):
+    """Train the small entry to 3,000 steps (checkpoints every 1,000), or resume ``run``; send ``sig`` once
+    the checkpoint of ``step`` is written. The exit status."""
+    args = (["--resume", str(run)] if resume else
+            ["-conf", str(write_conf(tmp_path, small_entry())), "-n", "3000", "--seed", "0", "-f", "logs"])
+    proc = subprocess.Popen([sys.executable, "-m", "sb3_breakout.train", *args, "--save-freq", "1000",
+                             "--num-threads", "1", "--no-progress"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: (run / "checkpoints" / f"step_{step}").is_dir() or proc.poll() is not None)
+    proc.send_signal(sig)
+    return proc.wait(timeout=300)
+
+
 def test_follow_wait_outlasts_an_interrupted_run(tmp_path, capsys):
     """follow --wait goes on through a SIGTERM (which writes the final model short of its steps) and a resume."""
     run = tmp_path / "logs" / "dqn" / f"{ENV}_1"
-    conf = write_conf(tmp_path, small_entry())
-    proc = subprocess.Popen([sys.executable, "-m", "sb3_breakout.train", "-conf", str(conf), "-n", "3000", "--seed",
-                             "0", "-f", "logs", "--save-freq", "1000", "--num-threads", "1", "--no-progress"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until(lambda: (run / "checkpoints" / "step_1000").is_dir() or proc.poll() is not None)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=300) == 0
+    assert signal_after_checkpoint(tmp_path, run, 1000, signal.SIGTERM) == 0
     end = learning_curve.runs.run_end(run)
     assert end["reason"] == "interrupted" and 1000 <= end["steps"] < 3000 and end["target"] == 3000
 
@@ -93,17 +100,14 @@ def test_follow_wait_outlasts_an_interrupted_run(tmp_path, capsys):
 
 def test_follow_wait_names_the_newest_checkpoint_of_a_killed_run(tmp_path, capsys):
     """A run killed by SIGKILL writes no final model and no run-end record: the follower waits and names the
-    step --resume goes on from (its newest checkpoint), not nothing or an older final model."""
+    step --resume goes on from (its newest checkpoint), not the final model of an earlier stop."""
     run = tmp_path / "logs" / "dqn" / f"{ENV}_1"
-    conf = write_conf(tmp_path, small_entry())
-    proc = subprocess.Popen([sys.executable, "-m", "sb3_breakout.train", "-conf", str(conf), "-n", "3000", "--seed",
-                             "0", "-f", "logs", "--save-freq", "1000", "--num-threads", "1", "--no-progress"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until(lambda: (run / "checkpoints" / "step_1000").is_dir() or proc.poll() is not None)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    assert learning_curve.runs.run_end(run) is None and not (run / f"{ENV}.zip").exists()
+    assert signal_after_checkpoint(tmp_path, run, 1000, signal.SIGTERM) == 0  # a final model short of -n
+    stopped = learning_curve.runs.run_end(run)["steps"]
+    assert signal_after_checkpoint(tmp_path, run, 2000, signal.SIGKILL, resume=True) == -signal.SIGKILL
+    assert learning_curve.runs.run_end(run) is None and learning_curve.runs.trained_steps(run) == (stopped, 3000)
     newest = int(learning_curve.list_checkpoints(run)[-1].name[5:])
+    assert newest >= 2000 > stopped
 
     said: set[int] = set()
     assert not learning_curve.run_finished(run, said)
