@@ -17,17 +17,20 @@ import torch as th
 
 from sb3_breakout import config as cfg
 
-#: RL Zoo's linear schedule, ``lin_<initial value>``: taken as text, as in the YAML (RL Zoo's own ``-params``
-#: evaluates it as Python, a SyntaxError, so there it needs quotes: ``learning_rate:"'lin_1e-4'"``)
-SCHEDULE = re.compile(r"lin_[-+0-9.eEinfa]+")
+#: RL Zoo's linear schedule, ``lin_<initial value>``, for the keys that take one (DQN and QR-DQN: the
+#: learning rate): taken as text, as the YAML writes it; :func:`sb3_breakout.config.validate_entry` then
+#: checks the number. (RL Zoo's own ``-params`` evaluates it as Python, a NameError or SyntaxError, so
+#: there it needs quotes: ``learning_rate:"'lin_1e-4'"``.)
+SCHEDULE = re.compile(r"lin_\S+")
+SCHEDULE_KEYS = frozenset({"learning_rate"})
 
 
 class ParamsAction(argparse.Action):
     """
     RL Zoo's ``StoreDict`` (``KEY:VALUE ...``, each value evaluated as Python, with ``nan`` and ``inf``
     known so that the range checks can refuse them), but a value that is not Python is one line
-    naming it (argparse's error, exit status 2) instead of a traceback, and ``lin_<value>`` needs no
-    quotes.
+    naming it (argparse's error, exit status 2) instead of a traceback, and the learning rate's
+    ``lin_<value>`` needs no quotes (``-params`` only; ``--env-kwargs`` has no schedules).
     """
 
     NAMES = {**vars(rl_zoo3.utils), "nan": math.nan, "inf": math.inf}
@@ -39,8 +42,8 @@ class ParamsAction(argparse.Action):
             key, colon, text = item.partition(":")
             if not colon or not key.strip() or not text.strip():
                 raise argparse.ArgumentError(self, f"{item!r} is not KEY:VALUE (e.g. buffer_size:50000)")
-            if SCHEDULE.fullmatch(text.strip()):  # RL Zoo's schedule as its YAML writes it: lin_2.5e-4
-                result[key.strip()] = text.strip()
+            if self.dest == "hyperparams" and key.strip() in SCHEDULE_KEYS and SCHEDULE.fullmatch(text.strip()):
+                result[key.strip()] = text.strip()  # RL Zoo's schedule as its YAML writes it: lin_2.5e-4
                 continue
             try:
                 result[key.strip()] = eval(text, dict(self.NAMES))

@@ -146,14 +146,16 @@ def run_finished(run_dir: Path, said: set[int]) -> bool:
         if end["reason"] != "interrupted":
             return True
         steps, target = end["steps"], end["target"]
-    else:  # a crash, not started yet, or a run of an older version: its files say what they can
+    else:  # killed (SIGKILL, a crash), not started yet, or a run of an older version: its files say what they can
         steps, target = runs.trained_steps(run_dir)
-        if steps is not None and (target is None or steps >= target):
-            return True
         saved = list_checkpoints(run_dir)
         newest = int(saved[-1].name[5:]) if saved else None
         if newest is not None and (steps is None or newest > steps):
-            steps = newest  # killed (SIGKILL, a crash) after its last final model: --resume starts here
+            # killed after its last final model: --resume goes on from here, towards a target the run files
+            # may not know (a resume's -n is not written to args.yml)
+            steps, target = newest, (target if target is not None and target > newest else None)
+        elif steps is not None and (target is None or steps >= target):
+            return True
     if steps is not None and steps not in said:
         said.add(steps)
         of = f" of {target:,}" if target is not None else ""

@@ -37,7 +37,9 @@ BAD = [
     ("train", "-params learning_rate:inf", ["learning_rate=inf", "finite"]),
     ("train", "-params \"learning_rate:'lin_inf'\"", ["learning_rate='lin_inf'", "finite"]),
     ("train", "-params learning_rate:lin_inf", ["learning_rate='lin_inf'", "finite"]),
-    ("train", "-params learning_rate:lin_abc", ["'lin_abc' is not a Python value"]),
+    ("train", "-params learning_rate:lin_abc", ["learning_rate='lin_abc'", "> 0"]),
+    ("train", "-params stats_window_size:lin_1", ["'lin_1' is not a Python value"]),  # only the rate has schedules
+    ("train", "--env-kwargs frameskip:lin_1", ["'lin_1' is not a Python value"]),
     ("train", "-params learning_rate:-1", ["learning_rate=-1", "> 0"]),
     ("train", "-params gamma:1e400", ["gamma=inf", "(0, 1]"]),
     ("train", "-params buffer_size", ["'buffer_size' is not KEY:VALUE"]),

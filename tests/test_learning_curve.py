@@ -62,11 +62,11 @@ def wait_until(condition, timeout=300.0):
         time.sleep(0.2)
 
 
-def signal_after_checkpoint(tmp_path, run, step, sig, resume=False):
-    """Train the small entry to 3,000 steps (checkpoints every 1,000), or resume ``run``; send ``sig`` once
-    the checkpoint of ``step`` is written. The exit status."""
-    args = (["--resume", str(run)] if resume else
-            ["-conf", str(write_conf(tmp_path, small_entry())), "-n", "3000", "--seed", "0", "-f", "logs"])
+def signal_after_checkpoint(tmp_path, run, step, sig, resume=False, n=3000):
+    """Train the small entry to ``n`` steps (checkpoints every 1,000), or resume ``run`` to ``n``; send ``sig``
+    once the checkpoint of ``step`` is written. The exit status."""
+    args = (["--resume", str(run), "-n", str(n)] if resume else
+            ["-conf", str(write_conf(tmp_path, small_entry())), "-n", str(n), "--seed", "0", "-f", "logs"])
     proc = subprocess.Popen([sys.executable, "-m", "sb3_breakout.train", *args, "--save-freq", "1000",
                              "--num-threads", "1", "--no-progress"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -98,20 +98,23 @@ def test_follow_wait_outlasts_an_interrupted_run(tmp_path, capsys):
     assert sorted(learning_curve.greedy_done(run)) == [1000, 2000, 3000]
 
 
-def test_follow_wait_names_the_newest_checkpoint_of_a_killed_run(tmp_path, capsys):
-    """A run killed by SIGKILL writes no final model and no run-end record: the follower waits and names the
-    step --resume goes on from (its newest checkpoint), not the final model of an earlier stop."""
+def test_follow_wait_waits_for_a_killed_run_and_names_its_newest_checkpoint(tmp_path, capsys):
+    """A run killed by SIGKILL writes no final model and no run-end record. Here a run trained to 1,000, then
+    resumed with -n 3,000 (not written to args.yml) and killed after step 2,000: the follower must wait (its
+    final model did reach the 1,000 its files name) and name the step --resume goes on from."""
     run = tmp_path / "logs" / "dqn" / f"{ENV}_1"
-    assert signal_after_checkpoint(tmp_path, run, 1000, signal.SIGTERM) == 0  # a final model short of -n
-    stopped = learning_curve.runs.run_end(run)["steps"]
+    result = run_cli(["-m", "sb3_breakout.train", "-conf", str(write_conf(tmp_path, small_entry())), "-n", "1000",
+                      "--seed", "0", "-f", "logs", "--save-freq", "1000", "--num-threads", "1"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
     assert signal_after_checkpoint(tmp_path, run, 2000, signal.SIGKILL, resume=True) == -signal.SIGKILL
-    assert learning_curve.runs.run_end(run) is None and learning_curve.runs.trained_steps(run) == (stopped, 3000)
+    assert learning_curve.runs.run_end(run) is None and learning_curve.runs.trained_steps(run) == (1000, 1000)
     newest = int(learning_curve.list_checkpoints(run)[-1].name[5:])
-    assert newest >= 2000 > stopped
+    assert 2000 <= newest < 3000
 
     said: set[int] = set()
     assert not learning_curve.run_finished(run, said)
-    assert f"the run stopped at step {newest:,} of 3,000: waiting" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"the run stopped at step {newest:,}: waiting" in out, out
     assert not learning_curve.run_finished(run, said)  # said once per stop
     assert capsys.readouterr().out == ""
 

@@ -7,6 +7,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 
 from sb3_breakout import preflight
 from sb3_breakout.buffers import FrameStackReplayBuffer
+from sb3_breakout.config import ConfigError
 
 
 @pytest.mark.parametrize("n_envs", [1, 4])
@@ -23,3 +24,23 @@ def test_the_ram_check_counts_the_buffer_the_learner_allocates(n_envs, buffer_cl
     allocated = sum(v.nbytes for v in vars(buffer).values() if isinstance(v, np.ndarray))
     assert name == cls.__name__
     assert abs(expected - allocated) <= 0.01 * allocated, (expected, allocated)
+
+
+@pytest.mark.parametrize("text, threads", [("auto", "auto"), (" AUTO ", "auto"), ("2", 2), ("-1", -1)])
+def test_num_threads_takes_auto_a_count_or_torch_default(text, threads):
+    assert preflight.parse_threads(text) == threads
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "two", "1.5", ""])
+def test_num_threads_refuses_the_rest_naming_the_value(text):
+    with pytest.raises(ConfigError, match=f"--num-threads={text!r} is not allowed: auto, an integer >= 1"):
+        preflight.parse_threads(text)
+
+
+def test_a_log_folder_is_checked_without_being_created(tmp_path):
+    new = tmp_path / "a" / "b" / "logs"
+    preflight.check_writable(str(new))
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ConfigError, match="log folder .*a_file/logs' cannot be written"):
+        preflight.check_writable(str(tmp_path / "a_file" / "logs"))
