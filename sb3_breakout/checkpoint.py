@@ -250,6 +250,8 @@ class CheckpointCallback(BaseCallback):
     :param save_freq: agent steps (all envs together) between checkpoints; <= 0 only on signals.
     :param keep: number of checkpoints kept (older ones are deleted).
     :param running_reward: the run's running-reward callback, whose state is saved; None if absent.
+    :param n_timesteps: the agent steps this process trains to, saved so that a plain ``--resume`` goes
+        on to them (a resume's ``-n`` is not in the run's ``args.yml``); None: not saved.
 
     A checkpoint that cannot be written for a full disk is dropped with a one-line warning on stderr
     (``failed_saves`` counts them) and training goes on; the next one is tried at the next due step
@@ -257,8 +259,10 @@ class CheckpointCallback(BaseCallback):
     """
 
     def __init__(self, run_dir: str | Path, save_freq: int = 100_000, keep: int = 2,
-                 running_reward: RunningRewardCallback | None = None, verbose: int = 1) -> None:
+                 running_reward: RunningRewardCallback | None = None, n_timesteps: int | None = None,
+                 verbose: int = 1) -> None:
         super().__init__(verbose)
+        self.n_timesteps = n_timesteps
         self.run_dir = Path(run_dir)
         self.save_freq = int(save_freq)
         self.keep = max(1, int(keep))
@@ -377,6 +381,7 @@ class CheckpointCallback(BaseCallback):
         self.model.save_replay_buffer(tmp / "replay_buffer.pkl")
         state = {
             "num_timesteps": self.num_timesteps,
+            "n_timesteps": self.n_timesteps,
             "rng": rng_state(self.model),
             "running_reward": None if self.running_reward is None else {
                 "scores": list(self.running_reward.scores),
@@ -409,6 +414,16 @@ def restore_run_files(checkpoint: Path, run_dir: Path) -> None:
 def load_state(checkpoint: Path) -> dict[str, Any]:
     with open(checkpoint / "state.pkl", "rb") as f:
         return pickle.load(f)
+
+
+def saved_target(checkpoint: Path) -> int | None:
+    """The agent steps the process that wrote ``checkpoint`` trained to; None for checkpoints of older
+    versions (or an unreadable state, which :func:`verify_checkpoint` names)."""
+    try:
+        target = load_state(checkpoint).get("n_timesteps")
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
+        return None
+    return int(target) if target else None
 
 
 def restore_callbacks(state: dict[str, Any], running_reward: RunningRewardCallback | None) -> None:

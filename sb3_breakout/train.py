@@ -216,6 +216,7 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path
             if args.algo != build_parser().get_default("algo") and saved.get("algo", args.algo) != args.algo:
                 raise cfg.ConfigError(f"--algo {args.algo} does not match the run in {args.resume!r}, trained with "
                                       f"{saved['algo']} (leave --algo out when resuming)")
+            n_given = args.n_timesteps != build_parser().get_default("n_timesteps")
             restore_args(args, saved)
             try:
                 checkpoint, skipped = ckpt.latest_valid_checkpoint(resume_dir)
@@ -223,6 +224,8 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path
                 raise cfg.ConfigError(str(exc)) from None
             for line in skipped:
                 print(f"warning: {line}; using the earlier checkpoint {checkpoint}", file=sys.stderr)
+            if not n_given and ckpt.saved_target(checkpoint):  # a resume with -n, interrupted: its -n again
+                args.n_timesteps = ckpt.saved_target(checkpoint)
             step = int(checkpoint.name[len("step_"):])
             target = args.n_timesteps if args.n_timesteps > 0 else int(float(entry.get("n_timesteps", 0)))
             if target <= step:
@@ -353,7 +356,8 @@ def learn(args: argparse.Namespace, exp_manager: BreakoutExperimentManager, mode
         ckpt.restore_callbacks(state, running)
         ckpt.restore_rng_state(model, state["rng"])
         print(f"Resuming {run_dir} from {checkpoint.name}: step {model.num_timesteps} of {exp_manager.n_timesteps}")
-    saver = ckpt.CheckpointCallback(run_dir, args.save_freq, args.keep_checkpoints, running_reward=running)
+    saver = ckpt.CheckpointCallback(run_dir, args.save_freq, args.keep_checkpoints, running_reward=running,
+                                    n_timesteps=exp_manager.n_timesteps)
     threads = [AdaptiveThreadsCallback(verbose=1)] if args.num_threads == "auto" else []
     remaining = exp_manager.n_timesteps - model.num_timesteps
     runs.clear_run_end(run_dir)

@@ -46,7 +46,7 @@ from sb3_breakout import config as cfg
 from sb3_breakout import evaluate as ev
 from sb3_breakout import plot as pl
 from sb3_breakout import runs
-from sb3_breakout.checkpoint import checkpoint_root, list_checkpoints
+from sb3_breakout.checkpoint import checkpoint_root, list_checkpoints, saved_target
 from sb3_breakout.cli import OneLineArgumentParser, check_output_folder
 from sb3_breakout.runlock import lock_holder
 
@@ -151,9 +151,10 @@ def run_finished(run_dir: Path, said: set[int]) -> bool:
         saved = list_checkpoints(run_dir)
         newest = int(saved[-1].name[5:]) if saved else None
         if newest is not None and (steps is None or newest > steps):
-            # killed after its last final model: --resume goes on from here, towards a target the run files
-            # may not know (a resume's -n is not written to args.yml)
-            steps, target = newest, (target if target is not None and target > newest else None)
+            # killed after its last final model: --resume goes on from here, to the target its checkpoint
+            # holds (a resume's -n is not written to args.yml; checkpoints of older versions do not say)
+            recorded = saved_target(saved[-1])
+            steps, target = newest, recorded or (target if target is not None and target > newest else None)
         elif steps is not None and (target is None or steps >= target):
             return True
     if steps is not None and steps not in said:

@@ -111,6 +111,27 @@ def test_sigterm_writes_a_checkpoint_and_exits_0(tmp_path, small_conf):
     assert min(steps) < step < max(steps)
 
 
+def test_a_run_extended_with_n_then_interrupted_resumes_to_the_new_n(tmp_path, small_conf):
+    """Trained to 800, resumed with -n 2000 and stopped by SIGTERM: a plain --resume trains on to 2,000 (the
+    -n of the process that wrote the checkpoint), not back to the 800 of args.yml."""
+    run_dir = tmp_path / "logs" / "dqn" / f"{ENV}_1"
+    first = run_cli(["-m", "sb3_breakout.train", "-conf", str(small_conf), "-f", "logs", "-n", "800", "--save-freq",
+                     "400", "--seed", "1", "--num-threads", "1"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    proc = subprocess.Popen([sys.executable, "-m", "sb3_breakout.train", "--resume", str(run_dir), "-n", "2000",
+                             "--num-threads", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: (run_dir / "checkpoints" / "step_1200").is_dir() or proc.poll() is not None)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 0
+    assert run_end(run_dir)["reason"] == "interrupted" and run_end(run_dir)["target"] == 2000
+
+    resumed = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir), "--num-threads", "1"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "of 2000" in resumed.stdout
+    assert DQN.load(run_dir / f"{ENV}.zip", device="cpu").num_timesteps == 2000
+    assert run_end(run_dir) == {"reason": "done", "steps": 2000, "target": 2000}
+
+
 def test_damaged_checkpoints_are_named_and_the_earlier_one_is_used(tmp_path, small_conf):
     run_dir = tmp_path / "logs" / "dqn" / f"{ENV}_1"
     first = run_cli(["-m", "sb3_breakout.train", "-conf", str(small_conf), "-f", "logs", "-n", "800",

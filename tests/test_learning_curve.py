@@ -101,7 +101,7 @@ def test_follow_wait_outlasts_an_interrupted_run(tmp_path, capsys):
 def test_follow_wait_waits_for_a_killed_run_and_names_its_newest_checkpoint(tmp_path, capsys):
     """A run killed by SIGKILL writes no final model and no run-end record. Here a run trained to 1,000, then
     resumed with -n 3,000 (not written to args.yml) and killed after step 2,000: the follower must wait (its
-    final model did reach the 1,000 its files name) and name the step --resume goes on from."""
+    final model did reach the 1,000 its files name) and name the step --resume goes on from, and its -n."""
     run = tmp_path / "logs" / "dqn" / f"{ENV}_1"
     result = run_cli(["-m", "sb3_breakout.train", "-conf", str(write_conf(tmp_path, small_entry())), "-n", "1000",
                       "--seed", "0", "-f", "logs", "--save-freq", "1000", "--num-threads", "1"], cwd=tmp_path)
@@ -114,7 +114,7 @@ def test_follow_wait_waits_for_a_killed_run_and_names_its_newest_checkpoint(tmp_
     said: set[int] = set()
     assert not learning_curve.run_finished(run, said)
     out = capsys.readouterr().out
-    assert f"the run stopped at step {newest:,}: waiting" in out, out
+    assert f"the run stopped at step {newest:,} of 3,000: waiting" in out, out  # the -n its checkpoint holds
     assert not learning_curve.run_finished(run, said)  # said once per stop
     assert capsys.readouterr().out == ""
 
