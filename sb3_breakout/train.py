@@ -224,8 +224,9 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path
                 raise cfg.ConfigError(str(exc)) from None
             for line in skipped:
                 print(f"warning: {line}; using the earlier checkpoint {checkpoint}", file=sys.stderr)
-            if not n_given and ckpt.saved_target(checkpoint):  # a resume with -n, interrupted: its -n again
-                args.n_timesteps = ckpt.saved_target(checkpoint)
+            recorded = None if n_given else ckpt.saved_target(checkpoint)
+            if recorded is not None:  # a resume with -n, interrupted: its -n again
+                args.n_timesteps = recorded
             step = int(checkpoint.name[len("step_"):])
             target = args.n_timesteps if args.n_timesteps > 0 else int(float(entry.get("n_timesteps", 0)))
             if target <= step:
