@@ -45,6 +45,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from sb3_breakout.callbacks import RunningRewardCallback
 
 CHECKPOINT_DIR = "checkpoints"
+STEP_PREFIX = "step_"  # a checkpoint folder is checkpoints/step_<N>
 FILES = ("model.zip", "replay_buffer.pkl", "state.pkl")
 MANIFEST = "manifest.json"
 #: a file in a checkpoint folder that exempts it from the rotation (the checkpoint of the solved step)
@@ -88,13 +89,19 @@ def checkpoint_root(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR
 
 
+def checkpoint_step(checkpoint: str | Path) -> int:
+    """The agent step a checkpoint folder ``step_<N>`` was written at (``N``)."""
+    return int(Path(checkpoint).name[len(STEP_PREFIX):])
+
+
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Complete checkpoints of a run, oldest first (unfinished ``.tmp`` folders are not listed)."""
     root = checkpoint_root(run_dir)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
+    found = [p for p in root.iterdir()
+             if p.is_dir() and p.name.startswith(STEP_PREFIX) and p.name[len(STEP_PREFIX):].isdigit()]
+    return sorted(found, key=checkpoint_step)
 
 
 def file_digest(file: Path) -> dict[str, int]:
@@ -178,9 +185,9 @@ def recover_replaced(run_dir: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     recovered = []
-    for moved in sorted(root.glob("step_*.replaced")):
+    for moved in sorted(root.glob(f"{STEP_PREFIX}*.replaced")):
         final = root / moved.name[: -len(".replaced")]
-        if moved.is_dir() and final.name[5:].isdigit() and not final.exists():
+        if moved.is_dir() and final.name[len(STEP_PREFIX):].isdigit() and not final.exists():
             os.rename(moved, final)
             recovered.append(final)
     return recovered
@@ -338,10 +345,10 @@ class CheckpointCallback(BaseCallback):
                 f"network weights are not finite at step {self.num_timesteps}; the last good checkpoint is kept"
             )
         root = checkpoint_root(self.run_dir)
-        final = root / f"step_{self.num_timesteps}"
-        tmp = root / f"step_{self.num_timesteps}.tmp"
+        final = root / f"{STEP_PREFIX}{self.num_timesteps}"
+        tmp = root / f"{STEP_PREFIX}{self.num_timesteps}.tmp"
         root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob("step_*.tmp"):  # this one, or unfinished ones of a killed process
+        for stale in root.glob(f"{STEP_PREFIX}*.tmp"):  # this one, or unfinished ones of a killed process
             shutil.rmtree(stale, ignore_errors=True)
         try:
             self._write(tmp)
@@ -357,7 +364,7 @@ class CheckpointCallback(BaseCallback):
             print(f"warning: checkpoint of step {self.num_timesteps} not written: {reason}; {kept}, training "
                   "goes on and the next save tries again", file=sys.stderr, flush=True)
             return None
-        replaced = root / f"step_{self.num_timesteps}.replaced"  # a second save at the same step (resumed,
+        replaced = root / f"{STEP_PREFIX}{self.num_timesteps}.replaced"  # a second save at the same step (resumed,
         if final.exists():  # then stopped at once): the old copy is moved aside, never deleted before the new
             shutil.rmtree(replaced, ignore_errors=True)  # one is in place; neither name is listed as a checkpoint
             os.rename(final, replaced)

@@ -45,9 +45,31 @@ def check_num_threads(threads: int) -> None:
                               "machine), or <= 0 for torch's default")
 
 
-def _nearest_existing(path: Path) -> Path:
+def _stat_path(path: Path, test: str, flag: str) -> bool:
+    try:
+        return getattr(path, test)()
+    except OSError as exc:  # a name too long (ENAMETOOLONG), a folder this user may not enter (EACCES)
+        raise cfg.ConfigError(f"{flag} {str(path)!r} is not allowed: {exc.strerror or exc}") from None
+
+
+def exists(path: str | Path, flag: str) -> bool:
+    """``Path.exists``, but a path the system refuses to look at is a one-line :class:`ConfigError` naming ``flag``."""
+    return _stat_path(Path(path), "exists", flag)
+
+
+def is_dir(path: str | Path, flag: str) -> bool:
+    """``Path.is_dir``, with :func:`exists`'s one-line error."""
+    return _stat_path(Path(path), "is_dir", flag)
+
+
+def is_file(path: str | Path, flag: str) -> bool:
+    """``Path.is_file``, with :func:`exists`'s one-line error."""
+    return _stat_path(Path(path), "is_file", flag)
+
+
+def _nearest_existing(path: Path, flag: str = "path") -> Path:
     existing = path
-    while not existing.exists() and existing != existing.parent:
+    while not exists(existing, flag) and existing != existing.parent:
         existing = existing.parent
     return existing
 
@@ -63,21 +85,27 @@ def _probe_writable(folder: Path, flag: str, value: str) -> None:
     os.unlink(name)
 
 
-def check_output_file(path: str | Path, flag: str = "-o") -> Path:
+def check_output_file(path: str | Path, flag: str = "-o", overwrites: tuple[str, ...] = ()) -> Path:
     """
     An output file that can be written: not empty, not a folder, under a folder that exists or can be
     made (the nearest existing one is a folder that takes new files). Writes nothing (a probe file is
     made and removed at once).
 
+    :param overwrites: name endings (``(".json",)``) of existing files the tool may replace: its own
+        earlier output. Any other existing file (a model zip, a Monitor CSV, a config) is refused, so
+        that a slip of ``-o`` loses nothing. Empty: any existing file may be replaced.
     :return: the path.
     """
     value = str(path)
     if not value.strip():
         raise cfg.ConfigError(f"{flag} {value!r} is not allowed: give a file path")
     path = Path(value)
-    if path.is_dir():
+    if is_dir(path, flag):
         raise cfg.ConfigError(f"{flag} {value!r} is a folder: give a file path")
-    existing = _nearest_existing(path.absolute().parent)
+    if overwrites and is_file(path, flag) and not path.name.lower().endswith(overwrites):
+        raise cfg.ConfigError(f"{flag} {value!r} is not allowed: the file exists and is not this tool's output "
+                              f"(it replaces only {' or '.join(overwrites)} files); give a new file name")
+    existing = _nearest_existing(path.absolute().parent, flag)
     if not existing.is_dir():
         raise cfg.ConfigError(f"{flag} {value!r} cannot be written: {existing} is a file, not a folder")
     _probe_writable(existing, flag, value)
@@ -90,7 +118,7 @@ def check_output_folder(path: str | Path, flag: str) -> Path:
     if not value.strip():
         raise cfg.ConfigError(f"{flag} {value!r} is not allowed: give a folder")
     path = Path(value)
-    existing = _nearest_existing(path.absolute())
+    existing = _nearest_existing(path.absolute(), flag)
     if not existing.is_dir():
         raise cfg.ConfigError(f"{flag} {value!r} cannot be written: {existing} is a file, not a folder")
     _probe_writable(existing, flag, value)

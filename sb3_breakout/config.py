@@ -93,6 +93,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not a text file: give a YAML file") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -101,6 +103,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must map entry names to hyperparameters, "
                           f"got {type(data).__name__}")
+    for name in data:
+        if not isinstance(name, str):
+            raise ConfigError(f"config file {str(path)!r}: the entry name {name!r} is not allowed: names are "
+                              "text, such as BreakoutNoFrameskip-v4 or BreakoutNoFrameskip-v4-fast")
     return data
 
 
@@ -273,6 +279,10 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
         raise ConfigError(f"unknown hyperparameter {unknown[0]!r} for {algo}: allowed are RL Zoo's keys and "
                           f"{learner.__name__}'s arguments")
     check_finite(entry)
+    for key in ("env_kwargs", "eval_env_kwargs", "monitor_kwargs", "frame_stack_kwargs"):
+        if key in entry and entry[key] is not None and not isinstance(entry[key], dict):
+            raise ConfigError(f"{key}={entry[key]!r} is not allowed: must be a mapping of argument names to "
+                              "values, such as dict(max_episode_steps=40000)")
     for key, test, allowed in RANGES:
         if key not in entry:
             continue

@@ -63,6 +63,8 @@ RANDOM_SCORE = 1.7
 HUMAN_SCORE = 30.5
 #: The Nature paper's human score for Breakout (Extended Data Table 2), for comparison only.
 NATURE_HUMAN_SCORE = 31.8
+#: the largest --max-frames and --noop-max: 2**31 - 1 emulator frames (~14 months of play at 60 Hz)
+MAX_FRAMES = 2**31 - 1
 
 
 # --------------------------------------------------------------------------------- the protocol
@@ -90,11 +92,12 @@ class Protocol:
             raise cfg.ConfigError(f"--games={self.games} is not allowed: must be an integer >= 1")
         if not 0.0 <= self.epsilon <= 1.0 or math.isnan(self.epsilon):
             raise cfg.ConfigError(f"--epsilon={self.epsilon} is not allowed: must be a number in [0, 1]")
-        if self.noop_max < 1:
-            raise cfg.ConfigError(f"--noop-max={self.noop_max} is not allowed: must be an integer >= 1 "
-                                  "(the profiles' no-op reset draws 1 to noop_max no-ops)")
-        if self.max_frames < 1:
-            raise cfg.ConfigError(f"--max-frames={self.max_frames} is not allowed: must be an integer >= 1")
+        if not 1 <= self.noop_max <= MAX_FRAMES:
+            raise cfg.ConfigError(f"--noop-max={self.noop_max} is not allowed: must be an integer >= 1 and <= "
+                                  f"{MAX_FRAMES} (the profiles' no-op reset draws 1 to noop_max no-ops)")
+        if not 1 <= self.max_frames <= MAX_FRAMES:
+            raise cfg.ConfigError(f"--max-frames={self.max_frames} is not allowed: must be an integer >= 1 and "
+                                  f"<= {MAX_FRAMES}")
         if self.max_frames <= self.noop_max:  # else every game ends in its no-ops, restarting for ever
             raise cfg.ConfigError(f"--max-frames={self.max_frames} with --noop-max={self.noop_max} is not allowed: "
                                   "--max-frames must be larger than --noop-max (a game starts with up to "
@@ -374,10 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         protocol = protocol_from(args)
         check_n_envs(args.n_envs)
         if args.output is not None:
-            check_output_file(args.output)
+            check_output_file(args.output, overwrites=(".json",))
         target = target_from(args)
         output = Path(args.output) if args.output is not None else default_output(target, "evaluation", ".json")
-        check_output_file(output)
+        check_output_file(output, overwrites=(".json",))
         model = load_model(target, args.device)
         check_env_builds(target, protocol, model)
     except cfg.ConfigError as exc:

@@ -43,13 +43,15 @@ from matplotlib.ticker import EngFormatter  # noqa: E402
 from stable_baselines3.common.monitor import Monitor, get_monitor_files  # noqa: E402
 
 from sb3_breakout import config as cfg  # noqa: E402
-from sb3_breakout.cli import OneLineArgumentParser, check_output_file, whole_number  # noqa: E402
+from sb3_breakout.cli import OneLineArgumentParser, check_output_file, is_file, whole_number  # noqa: E402
 from sb3_breakout.envs import FRAME_SKIP  # noqa: E402
 
 #: Points of the common step grid on which the seeds of a group are averaged.
 GRID_POINTS = 400
 #: Largest --dpi: 10,000 x 8,000 pixels (matplotlib refuses 65,536; memory runs out well before).
 MAX_DPI = 1000
+#: the largest --window and --frame-skip (numpy and pandas take 64-bit counts; no run comes near)
+MAX_WHOLE = 2**31 - 1
 
 
 @dataclass
@@ -145,7 +147,7 @@ def load_run(folder: str | Path, frame_skip: int = FRAME_SKIP) -> RunCurve:
     :raises cfg.ConfigError: no such folder, no Monitor file, or no finished game.
     """
     folder = Path(folder)
-    if folder.is_file():
+    if is_file(folder, "run folder"):
         raise cfg.ConfigError(f"run folder {str(folder)!r} is a file: give the folder holding its *.monitor.csv")
     if not folder.is_dir():
         raise cfg.ConfigError(f"run folder {str(folder)!r} does not exist")
@@ -335,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        for name, high in (("window", None), ("frame_skip", None), ("dpi", MAX_DPI)):
+        for name, high in (("window", MAX_WHOLE), ("frame_skip", MAX_WHOLE), ("dpi", MAX_DPI)):
             value = getattr(args, name)
             if value < 1 or (high is not None and value > high):
                 most = f" and <= {high}" if high is not None else ""
@@ -343,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                                       f">= 1{most}")
         if args.max_steps is not None and not 0 < args.max_steps < float("inf"):
             raise cfg.ConfigError(f"--max-steps={args.max_steps} is not allowed: must be a number > 0")
-        output = check_output_file(args.output)
+        output = check_output_file(args.output, overwrites=(".png",))
         groups = []
         for spec in args.runs:
             name, folders = parse_spec(spec)

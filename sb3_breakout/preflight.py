@@ -20,8 +20,8 @@ import numpy as np
 import psutil
 from rl_zoo3.utils import get_wrapper_class
 
+from sb3_breakout import cli, flags  # cli: check_num_threads
 from sb3_breakout import config as cfg
-from sb3_breakout import flags
 
 
 def check_env(env_id: str, entry: dict[str, Any]) -> tuple[int, ...]:
@@ -82,8 +82,11 @@ def check_writable(folder: str, what: str = "log folder") -> None:
     """
     path = Path(folder).resolve()
     existing = path
-    while not existing.exists():
-        existing = existing.parent
+    try:
+        while not existing.exists():
+            existing = existing.parent
+    except OSError as exc:  # a name too long (ENAMETOOLONG), a folder this user may not enter (EACCES)
+        raise cfg.ConfigError(f"{what} {folder!r} is not allowed: {exc.strerror or exc}") from None
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise cfg.ConfigError(f"{what} {folder!r} cannot be written ({existing} is not a writable folder)")
 
@@ -95,6 +98,10 @@ MAX_SEED = 2**32 - 1
 def check_args(args: argparse.Namespace) -> None:
     """The flags' own values (not the YAML's); a ConfigError names the flag, the value and what is allowed."""
     cfg.check_algo(args.algo)
+    for flag, value, what in (("--resume", args.resume, "a run folder"),
+                              ("--conf-file", args.conf_file, "a YAML file")):
+        if value is not None and not str(value).strip():
+            raise cfg.ConfigError(f"{flag} {value!r} is not allowed: give {what}")
     if args.keep_checkpoints < 1:
         raise cfg.ConfigError(f"--keep-checkpoints={args.keep_checkpoints} must be >= 1")
     if args.n_timesteps < -1 or args.n_timesteps == 0:
@@ -122,4 +129,5 @@ def parse_threads(value: str | int) -> str | int:
         threads = 0
     if threads < 1 and threads != -1:
         raise cfg.ConfigError(f"--num-threads={value!r} is not allowed: auto, an integer >= 1, or -1 (torch's default)")
+    cli.check_num_threads(threads)
     return threads

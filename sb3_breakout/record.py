@@ -155,7 +155,7 @@ def output_stem(args: argparse.Namespace, target: Target) -> Path:
     if stem.suffix in (".gif", ".mp4"):
         stem = stem.with_suffix("")
     for fmt in args.format:
-        check_output_file(stem.with_name(f"{stem.name}.{fmt}"), "-o")
+        check_output_file(stem.with_name(f"{stem.name}.{fmt}"), "-o", overwrites=(f".{fmt}",))
     return stem
 
 

@@ -26,7 +26,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_breakout import checkpoint as ckpt
 from sb3_breakout import config as cfg
-from sb3_breakout.cli import check_device, check_num_threads, whole_number
+from sb3_breakout.cli import check_device, check_num_threads, exists, is_dir, whole_number
 from sb3_breakout.envs import ENV_ID
 
 
@@ -90,14 +90,14 @@ def read_run_yaml(path: Path) -> dict[str, Any]:
 def run_dir_of_zip(zip_path: Path) -> Path | None:
     """The run folder of a model zip: its folder, or ``<run>`` for ``<run>/checkpoints/step_N/model.zip``."""
     parent = zip_path.parent
-    if parent.name.startswith("step_") and parent.parent.name == ckpt.CHECKPOINT_DIR:
+    if parent.name.startswith(ckpt.STEP_PREFIX) and parent.parent.name == ckpt.CHECKPOINT_DIR:
         parent = parent.parent.parent
     return parent if config_dirs(parent) else None
 
 
 def config_dirs(run_dir: Path) -> list[Path]:
     """Sub-folders of a run holding RL Zoo's ``config.yml`` (one: ``<run>/<env id>/``)."""
-    if not run_dir.is_dir():
+    if not is_dir(run_dir, "run folder"):
         return []
     return sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "config.yml").is_file())
 
@@ -209,7 +209,7 @@ def resolve_target(
     if not str(path).strip():
         raise cfg.ConfigError(f"{path!r} is not allowed: give a run folder, a log folder or a model .zip")
     given = Path(path)
-    if not given.exists():
+    if not exists(given, "run"):
         raise cfg.ConfigError(f"{path!r} does not exist: give a run folder, a log folder or a model .zip")
     flags = (("--load-best", load_best), ("--load-checkpoint", load_checkpoint is not None),
              ("--load-last-checkpoint", load_last_checkpoint))
@@ -241,13 +241,13 @@ def resolve_target(
                 raise cfg.ConfigError(f"--load-best: {model_path} does not exist (it is written by RL Zoo's "
                                       "EvalCallback: train with --eval-freq > 0)")
         elif load_checkpoint is not None or load_last_checkpoint:
-            steps = [int(p.name[5:]) for p in ckpt.list_checkpoints(run_dir) if (p / "model.zip").is_file()]
+            steps = [ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(run_dir) if (p / "model.zip").is_file()]
             if load_last_checkpoint:
                 if not steps:
                     raise cfg.ConfigError(
                         f"--load-last-checkpoint: no checkpoint in {ckpt.checkpoint_root(run_dir)}")
                 load_checkpoint = steps[-1]
-            model_path = ckpt.checkpoint_root(run_dir) / f"step_{load_checkpoint}" / "model.zip"
+            model_path = ckpt.checkpoint_root(run_dir) / f"{ckpt.STEP_PREFIX}{load_checkpoint}" / "model.zip"
             zoo_path = run_dir / f"rl_model_{load_checkpoint}_steps.zip"
             if not model_path.is_file() and zoo_path.is_file():
                 model_path = zoo_path
@@ -269,6 +269,10 @@ def resolve_target(
         args_file = config_dir / "args.yml"
         saved_args = read_run_yaml(args_file) if args_file.is_file() else {}
         algo = str(saved_args.get("algo") or algo or "dqn")
+        for file, saved in ((config_dir / "config.yml", hyperparams), (args_file, saved_args)):
+            if not isinstance(saved.get("env_kwargs") or {}, dict):
+                raise cfg.ConfigError(f"the run file {file} has env_kwargs={saved['env_kwargs']!r}, not a mapping "
+                                      "of argument names to values: repair it or train again")
         env_kwargs = {**(hyperparams.get("env_kwargs") or {}), **(saved_args.get("env_kwargs") or {})}
     else:
         run_dir = None

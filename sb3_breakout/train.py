@@ -183,11 +183,27 @@ RESUMED_ARGS = ("algo", "profile", "seed", "n_timesteps", "tensorboard_log", "lo
                 "save_freq", "keep_checkpoints")
 
 
-def restore_args(args: argparse.Namespace, saved: dict[str, Any]) -> None:
+def restore_args(args: argparse.Namespace, saved: dict[str, Any], where: str) -> None:
+    """
+    The run's own flags (``args.yml``) where the command line leaves them at their defaults, checked as
+    the command line's are.
+
+    :raises cfg.ConfigError: a saved value of the wrong type or out of range (a hand-edited ``args.yml``).
+    """
     defaults = build_parser().parse_args([])
     for key in RESUMED_ARGS:
         if key in saved and getattr(args, key) == getattr(defaults, key):
-            setattr(args, key, saved[key])
+            value, default = saved[key], getattr(defaults, key)
+            if value is not None and default is not None and (
+                    isinstance(value, bool) or not isinstance(value, type(default))):
+                kind = "an integer" if isinstance(default, int) else "text"
+                raise cfg.ConfigError(f"the run file {where} has {key}={value!r}, not {kind}: repair it or "
+                                      "train again")
+            setattr(args, key, value)
+    try:
+        preflight.check_args(args)
+    except cfg.ConfigError as exc:
+        raise cfg.ConfigError(f"the run file {where}: {exc}") from None
 
 
 def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path | None, runlock.RunLock | None]:
@@ -204,7 +220,7 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path
     args.conf_file = args.conf_file or str(cfg.default_config(args.algo))
     resume_dir = checkpoint = lock = None
     try:
-        if args.resume:
+        if args.resume is not None:
             resume_dir = Path(args.resume)
             if args.hyperparams:
                 given = " ".join(f"{key}:{value}" for key, value in args.hyperparams.items())
@@ -217,7 +233,7 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path
                 raise cfg.ConfigError(f"--algo {args.algo} does not match the run in {args.resume!r}, trained with "
                                       f"{saved['algo']} (leave --algo out when resuming)")
             n_given = args.n_timesteps != build_parser().get_default("n_timesteps")
-            restore_args(args, saved)
+            restore_args(args, saved, str(resume_dir / args.env / "args.yml"))
             try:
                 checkpoint, skipped = ckpt.latest_valid_checkpoint(resume_dir)
             except ckpt.CheckpointError as exc:
@@ -227,7 +243,7 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path
             recorded = None if n_given else ckpt.saved_target(checkpoint)
             if recorded is not None:  # a resume with -n, interrupted: its -n again
                 args.n_timesteps = recorded
-            step = int(checkpoint.name[len("step_"):])
+            step = ckpt.checkpoint_step(checkpoint)
             target = args.n_timesteps if args.n_timesteps > 0 else int(float(entry.get("n_timesteps", 0)))
             if target <= step:
                 raise cfg.ConfigError(f"--resume {args.resume!r}: its checkpoint is at step {step} and the run "

@@ -151,7 +151,7 @@ class Chaos:
                 printed = steps_printed(out)
                 now = printed[-1] if printed else 0
                 if target is None:
-                    last = int(ckpt.list_checkpoints(self.run_dir)[-1].name[5:])
+                    last = ckpt.checkpoint_step(ckpt.list_checkpoints(self.run_dir)[-1])
                     room = self.args.n_timesteps - 4 * self.args.log_every - max(now, last)
                     target = max(now, last) + self.rng.randint(1, max(1, min(2 * self.args.save_freq, room)))
                 if now >= target:
@@ -178,7 +178,7 @@ class Chaos:
                 problems.append(f"corrupt checkpoint: {exc}")
                 continue
             step, eps = model_counters(path / "model.zip")
-            if step != int(path.name[5:]):
+            if step != ckpt.checkpoint_step(path):
                 problems.append(f"{path.name} holds step {step}")
             if abs(eps - self.schedule.value(step)) > 1e-6:
                 problems.append(f"{path.name}: epsilon {eps}, the schedule says {self.schedule.value(step)}")
@@ -236,7 +236,7 @@ class Chaos:
         last = ckpt.latest_valid_checkpoint(self.run_dir)[0]
         episodes = ckpt.load_state(last)["running_reward"]["episode_count"]
         copy = (last / "monitor" / "0.monitor.csv").read_text().splitlines()[2:]
-        if int(last.name[5:]) == self.args.n_timesteps and (episodes != len(rows) or copy != rows):
+        if ckpt.checkpoint_step(last) == self.args.n_timesteps and (episodes != len(rows) or copy != rows):
             self.problems.append(f"the Monitor file has {len(rows)} games, the running reward counted {episodes}")
         if len(rows) != len(set(rows)):
             self.problems.append("a game appears twice in the Monitor file")
@@ -263,7 +263,7 @@ class Chaos:
             newest = ckpt.latest_valid_checkpoint(self.run_dir)[0]
             self.resume_monitors.append((newest / "monitor" / "0.monitor.csv").read_text().splitlines()[2:])
             proc, out = self.start(i + 1)
-            self.check_resumed(kill, out, proc, int(newest.name[5:]))
+            self.check_resumed(kill, out, proc, ckpt.checkpoint_step(newest))
             print(f"kill {i + 1}: {kill.mode}, step >= {kill.reached}"
                   f"{' (inside a save)' if kill.mid_save else ''}, resumed from step_{kill.resumed_from}"
                   + (f": {'; '.join(kill.problems)}" if kill.problems else ""), flush=True)

@@ -46,7 +46,7 @@ from sb3_breakout import config as cfg
 from sb3_breakout import evaluate as ev
 from sb3_breakout import plot as pl
 from sb3_breakout import runs
-from sb3_breakout.checkpoint import checkpoint_root, list_checkpoints, saved_target
+from sb3_breakout.checkpoint import checkpoint_root, checkpoint_step, list_checkpoints, saved_target
 from sb3_breakout.cli import OneLineArgumentParser, check_output_folder
 from sb3_breakout.runlock import lock_holder
 
@@ -127,7 +127,7 @@ def greedy_check(run_dir: Path, step: int, games: int, seed: int = 0) -> list[fl
 def evaluate_new_checkpoints(run_dir: Path, every: int, games: int) -> None:
     done = greedy_done(run_dir)
     for checkpoint in list_checkpoints(run_dir):
-        step = int(checkpoint.name[5:])
+        step = checkpoint_step(checkpoint)
         if step % every == 0 and step not in done:
             greedy_check(run_dir, step, games)
 
@@ -149,7 +149,7 @@ def run_finished(run_dir: Path, said: set[int]) -> bool:
     else:  # killed (SIGKILL, a crash), not started yet, or a run of an older version: its files say what they can
         steps, target = runs.trained_steps(run_dir)
         saved = list_checkpoints(run_dir)
-        newest = int(saved[-1].name[5:]) if saved else None
+        newest = checkpoint_step(saved[-1]) if saved else None
         if newest is not None and (steps is None or newest > steps):
             # killed after its last final model: --resume goes on from here, to the target its checkpoint
             # holds (a resume's -n is not written to args.yml; checkpoints of older versions do not say)
@@ -268,7 +268,7 @@ def table(curves: list[tuple[str, pl.RunCurve]], references, greedy: dict[str, d
 def report(run_dirs: list[Path], out: Path, reference_paths: dict[str, Path], names: list[str] | None,
            solved_at: float = 40.0) -> None:
     names = names or [d.name for d in run_dirs]
-    pl.check_text([("--names", name) for name in names])
+    pl.check_text([("--names", name) for name in names] + [("--reference", label) for label in reference_paths])
     curves = [(name, pl.load_run(d)) for name, d in zip(names, run_dirs, strict=True)]
     references = [(label, pl.read_reference(str(path))) for label, path in reference_paths.items() if path.exists()]
     rows = {name: greedy_rows(d) for name, d in zip(names, run_dirs, strict=True)}
@@ -300,6 +300,30 @@ def check_report_command(args: argparse.Namespace) -> None:
         if not path.is_file():
             raise cfg.ConfigError(f"--reference {str(path)!r} is not a file: give a CSV with columns steps,score")
     check_output_folder(args.out, "--out")
+    check_report_copies(args.run_dirs, args.out)
+
+
+def check_report_copies(run_dirs: list[Path], out: Path) -> None:
+    """
+    ``report`` of one run copies its Monitor CSVs and greedy checks into ``--out``: an ``--out`` that is
+    another run's folder, or a report folder of another run, would lose that run's files. A Monitor
+    CSV's first line (its ``t_start``) names its run, so a report made again into its own folder passes.
+    """
+    if len(run_dirs) != 1 or not out.is_dir() or out.resolve() == run_dirs[0].resolve():
+        return
+    if runs.config_dirs(out):
+        raise cfg.ConfigError(f"--out {str(out)!r} is not allowed: it is a run folder, whose files the report's "
+                              "copies would replace; give a new folder")
+    ours = {file.name: first_line(file) for file in run_dirs[0].glob("*.monitor.csv")}
+    for file in out.glob("*.monitor.csv"):
+        if first_line(file) != ours.get(file.name, first_line(file) + "x"):
+            raise cfg.ConfigError(f"--out {str(out)!r} is not allowed: it holds {file.name} of another run "
+                                  f"(not {run_dirs[0]}'s), which the report's copy would replace; give a new folder")
+
+
+def first_line(file: Path) -> str:
+    with open(file, errors="replace") as f:
+        return f.readline()
 
 
 def check_follow_command(args: argparse.Namespace) -> None:

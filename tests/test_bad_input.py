@@ -91,6 +91,12 @@ BAD = [
     ("train", "-conf a_file", ["config file 'a_file' must map entry names"]),
     ("train", "-conf /proc", ["cannot read config file '/proc'"]),
     ("train", "-conf no_such.yml", ["cannot read config file 'no_such.yml'"]),
+    ("train", "-conf a_binary", ["config file 'a_binary' is not a text file"]),
+    ("train", "-conf int_keys.yml", ["config file 'int_keys.yml'", "entry name 1 is not allowed"]),
+    ("train", "-conf ''", ["--conf-file '' is not allowed", "a YAML file"]),
+    ("train", "-f " + "a" * 300, ["log folder '" + "a" * 300, "File name too long"]),
+    ("train", "-params env_kwargs:5", ["env_kwargs=5 is not allowed", "mapping"]),
+    ("train", "--num-threads 100000000", ["--num-threads=100000000", "at most"]),
     # env, algorithm, profile
     ("train", "--env BreakoutNoFrameskip-v5", ["no entry 'BreakoutNoFrameskip-v5'"]),
     ("train", "--env-kwargs junk", ["--env-kwargs", "'junk' is not KEY:VALUE"]),
@@ -102,6 +108,7 @@ BAD = [
     ("train", "--frobnicate", ["unrecognized arguments: --frobnicate"]),
     # --resume
     ("train", "--resume .", ["--resume '.' is not a run folder"]),
+    ("train", "--resume ''", ["--resume '' is not allowed", "a run folder"]),
     ("train", "--resume a_file", ["--resume 'a_file' is not a run folder"]),
     ("train", "--resume nowhere", ["--resume 'nowhere' is not a run folder"]),
     ("train", "--resume logs", ["--resume 'logs' is not a run folder"]),
@@ -150,6 +157,8 @@ def invoke(tool: str, argv: list[str]) -> int:
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tool, args, words, tmp_path, monkeypatch, capfd, request):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "a_binary").write_bytes(b"\x80\x81\xfe\xff binary")
+    (tmp_path / "int_keys.yml").write_text("1: {}\n")
     earlier = tmp_path / "logs" / "dqn" / f"{ENV}_1"  # an earlier run, which must stay as it is
     earlier.mkdir(parents=True)
     (earlier / "0.monitor.csv").write_text("#\nr,l,t\n1.0,100,1.0\n")
@@ -208,3 +217,19 @@ def test_a_resume_that_fails_to_build_keeps_its_run_folder(tiny_run, tmp_path, c
     assert status == 2
     assert err.count("\n") == 0 and "learner cannot be built" in err and str(run_dir) in err, err
     assert {p.relative_to(run_dir) for p in run_dir.rglob("*")} >= files  # nothing of the run removed
+
+
+def test_a_resume_whose_args_file_was_edited_wrong_is_refused(tiny_run, tmp_path, capfd):
+    """A hand-edited args.yml (seed: x) is checked as the command line is: one line, exit 2, run untouched."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    args_file = run_dir / ENV / "args.yml"
+    args_file.write_text(args_file.read_text().replace("- - seed\n    - 0\n", "- - seed\n    - x\n"))
+    assert "- x\n" in args_file.read_text()
+    before = snapshot(run_dir)
+    capfd.readouterr()
+    status = train.main(["--resume", str(run_dir), "-n", "3000", "--no-progress", "--num-threads", "1"])
+    err = capfd.readouterr().err.strip()
+    assert status == 2
+    assert err.count("\n") == 0 and f"the run file {args_file} has seed='x', not an integer" in err, err
+    assert snapshot(run_dir) == before

@@ -105,6 +105,14 @@ BAD = [
     ("evaluate", "{w}/run -o {w}/a_file/deeper/x.json", ["{w}/a_file is a file, not a folder"]),
     ("evaluate", "{w}/run -o {w}/empty", ["-o '{w}/empty' is a folder", "file path"]),
     ("evaluate", "{w}/run -o ''", ["-o '' is not allowed"]),
+    ("evaluate", "{w}/run -o {w}/run/" + ENV + ".zip", ["-o '{w}/run/" + ENV + ".zip' is not allowed",
+                                                        "not this tool's output", ".json"]),  # the model kept
+    ("evaluate", "{w}/run -o {w}/run/0.monitor.csv", ["the file exists and is not this tool's output"]),
+    ("evaluate", "{w}/" + "a" * 300, ["'{w}/" + "a" * 300 + "' is not allowed", "File name too long"]),
+    ("evaluate", "{w}/run -o {w}/" + "a" * 300 + ".json", ["-o", "File name too long"]),
+    ("evaluate", "{w}/run --noop-max 1e19 --max-frames 1e20", ["--noop-max=10000000000000000000",
+                                                              "<= 2147483647"]),
+    ("evaluate", "{w}/run --max-frames 1e20", ["--max-frames=100000000000000000000", "<= 2147483647"]),
     ("evaluate", "{w}/nowhere -o {w}/existing.json", ["does not exist"]),  # the existing file keeps its bytes
     ("evaluate", "{w}/run --epsilon 2 -o {w}/existing.json", ["--epsilon=2.0"]),
     # ---------------------------------------------------------------- record
@@ -162,7 +170,12 @@ BAD = [
     ("plot", "{w}/run -o {w}/a_file/x.png", ["{w}/a_file is a file, not a folder"]),
     ("plot", "{w}/run -o {w}/empty", ["-o '{w}/empty' is a folder"]),
     ("plot", "{w}/run -o ''", ["-o '' is not allowed"]),
-    ("plot", "{w}/badmon -o {w}/existing.json", ["is damaged"]),
+    ("plot", "{w}/run -o {w}/run/0.monitor.csv", ["-o '{w}/run/0.monitor.csv' is not allowed",
+                                                 "not this tool's output", ".png"]),  # the run's games kept
+    ("plot", "{w}/" + "a" * 300, ["'{w}/" + "a" * 300 + "' is not allowed", "File name too long"]),
+    ("plot", "{w}/run --window 1e19", ["--window=10000000000000000000", "<= 2147483647"]),
+    ("plot", "{w}/run --frame-skip 1e19", ["--frame-skip=10000000000000000000", "<= 2147483647"]),
+    ("plot", "{w}/badmon -o {w}/existing.png", ["is damaged"]),  # the earlier plot keeps its bytes
     # ---------------------------------------------------------------- tune: entry, search space
     ("tune", "--algo dqnn", ["--algo 'dqnn' is not allowed", "dqn, qrdqn"]),
     ("tune", "--env Breakot-v4", ["no entry 'Breakot-v4'"]),
@@ -211,6 +224,8 @@ BAD = [
     ("tune", "-f {w}/a_file", ["-f/--log-folder '{w}/a_file' cannot be written", "is a file"]),
     ("tune", "-f {w}/a_file/sub", ["{w}/a_file is a file, not a folder"]),
     ("tune", "-f /proc/x", ["-f/--log-folder '/proc/x' cannot be written"]),
+    ("tune", "-f {w}/" + "a" * 300, ["-f/--log-folder", "File name too long"]),
+    ("tune", "-conf {w}/space_bin.yml", ["config file '{w}/space_bin.yml' is not a text file"]),
     ("tune", "--storage sqlite:///{w}/nodir/x.db", ["folder '{w}/nodir' does not exist"]),
     ("tune", "--storage sqlite:///{w}/notdb.db", ["'{w}/notdb.db' is not an SQLite database"]),
     ("tune", "--storage sqlite:///{w}/empty", ["'{w}/empty' is a folder, not a file"]),
@@ -241,12 +256,18 @@ BAD = [
     ("report", "{w}/run --out {w}/a_file", ["--out '{w}/a_file' cannot be written", "is a file"]),
     ("report", "{w}/run --out {w}/a_file/sub", ["{w}/a_file is a file, not a folder"]),
     ("report", "{w}/run --out /proc/x", ["--out '/proc/x' cannot be written"]),
+    ("report", "{w}/run --out {w}/qrun", ["--out '{w}/qrun' is not allowed", "a run folder"]),
+    ("report", "{w}/run --out {w}/otherreport", ["--out '{w}/otherreport' is not allowed",
+                                                 "holds 0.monitor.csv of another run"]),
+    ("report", "{w}/run --reference '{w}/ref$\\frac$.csv' --out {w}/o", ["--reference 'ref$\\\\frac$'",
+                                                                        "not text matplotlib can draw"]),
     ("report", "{w}/run --solved-at nan --out {w}/o", ["--solved-at=nan", "finite"]),
     ("report", "{w}/run --solved-at inf --out {w}/o", ["--solved-at=inf", "finite"]),
     ("report", "{w}/run --solved-at x --out {w}/o", ["--solved-at", "'x'"]),
     ("follow", "{w}/nowhere", ["'{w}/nowhere' is not a run folder"]),
     ("follow", "{w}/empty", ["'{w}/empty' is not a run folder"]),
     ("follow", "{w}/a_file", ["'{w}/a_file' is not a run folder"]),
+    ("follow", "{w}/" + "a" * 300, ["'{w}/" + "a" * 300 + "' is not allowed", "File name too long"]),
     ("follow", "{w}/run --eval-every 0", ["--eval-every=0", ">= 1"]),
     ("follow", "{w}/run --eval-every -5", ["--eval-every=-5", ">= 1"]),
     ("follow", "{w}/run --eval-every abc", ["--eval-every", "'abc'"]),
@@ -313,8 +334,12 @@ def workspace(tiny_run, tiny_qrdqn_run, tmp_path_factory):
     (w / "a_file").write_text("not a folder\n")
     (w / "notzip.zip").write_text("garbage\n")
     (w / "existing.json").write_text("{\"keep\": true}\n")
+    (w / "existing.png").write_bytes(b"\x89PNG an earlier plot\n")
     (w / "refjunk.csv").write_text("steps,score\n0,abc\n100,def\n")
     (w / "refcols.csv").write_text("step,reward\n0,1\n")
+    (w / "ref$\\frac$.csv").write_text("steps,score\n0,1\n100,2\n")  # a label matplotlib cannot draw
+    (w / "otherreport").mkdir()  # a report of another run: its copy of that run's games
+    replace(w / "otherreport" / "0.monitor.csv", "\n".join(['#{"t_start": 1.0, "env_id": "x"}', *monitor[1:]]) + "\n")
     (w / "space_ok.yml").write_text("learning_rate: {low: 1.0e-4, high: 1.0e-3}\n")
     (w / "space_bin.yml").write_bytes(b"\x00\xff\xfe binary")
     (w / "space_junk.yml").write_text("learning_rate: [abc, 1]\n")

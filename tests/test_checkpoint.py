@@ -15,7 +15,7 @@ from stable_baselines3 import DQN
 
 from conftest import ENV, run_cli
 from sb3_breakout import train
-from sb3_breakout.checkpoint import CheckpointError, list_checkpoints, verify_checkpoint
+from sb3_breakout.checkpoint import CheckpointError, checkpoint_step, list_checkpoints, verify_checkpoint
 from sb3_breakout.runs import run_end
 
 
@@ -32,6 +32,16 @@ def wait_for(predicate, timeout=300):
             return
         time.sleep(0.2)
     raise TimeoutError
+
+
+def test_checkpoints_are_listed_by_step_not_by_name(tmp_path):
+    # step_99000 sorts after step_100000 by name; a resume must take the newest by step, and unfinished
+    # (.tmp) or set-aside (.replaced) folders and stray files are not checkpoints
+    for name in ["step_100000", "step_99000", "step_481612", "step_500000.tmp", "step_400000.replaced", "step_x"]:
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step_7").write_text("a file")
+    listed = list_checkpoints(tmp_path)
+    assert [checkpoint_step(c) for c in listed] == [99_000, 100_000, 481_612]
 
 
 def expected_eps(t):  # the small config's schedule
