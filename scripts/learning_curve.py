@@ -48,6 +48,7 @@ from sb3_breakout import plot as pl
 from sb3_breakout import runs
 from sb3_breakout.checkpoint import checkpoint_root, checkpoint_step, list_checkpoints, saved_target
 from sb3_breakout.cli import OneLineArgumentParser, check_output_folder
+from sb3_breakout.envs import ENV_ID
 from sb3_breakout.runlock import lock_holder
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
@@ -352,6 +353,15 @@ def train_flags(args: argparse.Namespace) -> list[str]:
     return flags + (["-params", *args.hyperparams] if args.hyperparams else [])
 
 
+def entry_steps(algo: str, profile: str | None) -> int:
+    """
+    ``train``'s default ``-n``: the YAML entry's ``n_timesteps``, as ``sb3_breakout.train`` takes it, so
+    that both train the same run (RL Zoo's ``lin_`` learning-rate schedule decays to 0 at ``-n``).
+    """
+    entry = cfg.load_entry(cfg.default_config(algo), ENV_ID, profile)
+    return int(float(entry.get("n_timesteps", 0)))
+
+
 def check_train_command(args: argparse.Namespace) -> None:
     """
     Refuse bad input to ``train`` before anything is written or started (also with ``--background``,
@@ -364,6 +374,8 @@ def check_train_command(args: argparse.Namespace) -> None:
     from sb3_breakout import train as trainer
 
     ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # its banner is not an error
+    if args.n_timesteps is None:
+        args.n_timesteps = entry_steps(args.algo, args.profile)
     for flag, value in (("--n-timesteps", args.n_timesteps), ("--eval-every", args.eval_every),
                         ("--eval-games", args.eval_games)):
         if value < 1:
@@ -378,7 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train", help="train, checking the greedy agent at every --eval-every steps")
     train.add_argument("--algo", default="dqn", help="as sb3_breakout.train: dqn or qrdqn (default: dqn)")
     train.add_argument("--profile", default=None, help="YAML entry (deepmind, keras, ...)")
-    train.add_argument("-n", "--n-timesteps", type=int, default=500_000)
+    train.add_argument("-n", "--n-timesteps", type=int, default=None,
+                       help="agent steps (default: the YAML entry's n_timesteps, as sb3_breakout.train: the "
+                       "fast entries' 1M; a learning-rate schedule lin_ decays to 0 at them)")
     train.add_argument("--seed", type=int, default=1)
     train.add_argument("-f", "--log-folder", default="runs")
     train.add_argument("--num-threads", default="auto", help="as sb3_breakout.train (default: auto)")

@@ -1,5 +1,6 @@
 """scripts/learning_curve.py on a real (tiny) run: greedy checks of its checkpoints, then the report."""
 
+import argparse
 import importlib.util
 import shutil
 import signal
@@ -195,3 +196,15 @@ def test_train_passes_hyperparams_and_checks_the_greedy_agent(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.endswith("target_update_interval=0 is not allowed: must be an integer >= 1")
     assert len(list((tmp_path / "logs" / "dqn").glob(f"{ENV}_*"))) == 1
+
+
+def test_train_without_n_trains_the_entrys_steps_so_its_lr_schedule_is_the_entrys(tmp_path):
+    # the QR-DQN fast entry's lr decays to 0 at -n (lin_2.5e-4 over its 1M): a default of the script's
+    # own (500k, before) made it decay twice as fast without a word
+    args = argparse.Namespace(algo="qrdqn", profile="fast", n_timesteps=None, seed=1, log_folder=str(tmp_path / "runs"),
+                              eval_every=100_000, eval_games=5, num_threads=1, hyperparams=[])
+    learning_curve.check_train_command(args)  # sb3_breakout.train's checks of the command it will run
+    flags = learning_curve.train_flags(args)
+    assert flags[flags.index("-n") + 1] == "1000000"
+    assert learning_curve.entry_steps("dqn", None) == 10_000_000  # the recipe's; -n 500000 is given for curves
+    assert list(tmp_path.iterdir()) == []
