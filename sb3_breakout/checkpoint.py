@@ -25,7 +25,6 @@ goes on; the next save tries again. Nothing older is pruned before a newer check
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import pickle
@@ -42,6 +41,7 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 
+from sb3_breakout.atomic_write import DISK_FULL_ERRNOS, describe_write_error, is_disk_full  # noqa: F401 (shared)
 from sb3_breakout.callbacks import RunningRewardCallback
 
 CHECKPOINT_DIR = "checkpoints"
@@ -51,8 +51,6 @@ MANIFEST = "manifest.json"
 #: a file in a checkpoint folder that exempts it from the rotation (the checkpoint of the solved step)
 PINNED = "pinned"
 _CHUNK = 16 << 20  # bytes read at a time for the checksums
-#: errors of a write that found no room: no space left, a file-size limit (RLIMIT_FSIZE), a quota
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 class CheckpointError(RuntimeError):
@@ -61,17 +59,6 @@ class CheckpointError(RuntimeError):
 
 class TrainingDivergedError(RuntimeError):
     """The loss or the network's weights stopped being finite."""
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` is a write that found no room (``DISK_FULL_ERRNOS``)."""
-    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
-
-
-def describe_write_error(exc: OSError) -> str:
-    """``exc`` in a few words for a one-line message: the error and, when known, the file."""
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    return f"{reason} ({exc.filename})" if exc.filename else reason
 
 
 def close_quietly(env: Any) -> None:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -54,6 +53,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from sb3_breakout import config as cfg
+from sb3_breakout.atomic_write import OutputNotWritten, write_text_atomically
 from sb3_breakout.cli import OneLineArgumentParser, check_output_file, cpu_count, whole_number
 from sb3_breakout.game_env import make_game_env
 from sb3_breakout.runs import Target, add_target_arguments, default_output, load_model, target_from
@@ -323,11 +323,8 @@ def check_n_envs(n_envs: int) -> None:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to a temporary name and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    """Write ``data`` whole (:func:`~sb3_breakout.atomic_write.replace_atomically`)."""
+    write_text_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -419,7 +416,11 @@ def main(argv: list[str] | None = None) -> int:
         "games": [asdict(r) for r in results],
         "wall_time_s": round(wall, 3),
     }
-    write_json(output, data)
+    try:
+        write_json(output, data)
+    except OutputNotWritten as exc:  # the games' summary is printed above
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"Wrote {output}")
     return 0
 

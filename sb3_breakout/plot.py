@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from matplotlib.ticker import EngFormatter  # noqa: E402
 from stable_baselines3.common.monitor import Monitor, get_monitor_files  # noqa: E402
 
 from sb3_breakout import config as cfg  # noqa: E402
+from sb3_breakout.atomic_write import OutputNotWritten, replace_atomically  # noqa: E402
 from sb3_breakout.cli import OneLineArgumentParser, check_output_file, is_file, whole_number  # noqa: E402
 from sb3_breakout.envs import FRAME_SKIP  # noqa: E402
 
@@ -299,11 +299,10 @@ def plot(
     bottom.xaxis.set_major_formatter(EngFormatter())
     bottom.set_xlim(0, max_steps)
     fig.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.tmp.png")
-    fig.savefig(tmp, format="png", dpi=dpi)
-    plt.close(fig)
-    os.replace(tmp, output)
+    try:
+        replace_atomically(output, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    finally:
+        plt.close(fig)
     return max_steps
 
 
@@ -365,8 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     except cfg.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    x_max = plot(groups, output, window=args.window, references=references, max_steps=args.max_steps,
-                 title=args.title, dpi=args.dpi)
+    try:
+        x_max = plot(groups, output, window=args.window, references=references, max_steps=args.max_steps,
+                     title=args.title, dpi=args.dpi)
+    except OutputNotWritten as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for name, runs in groups:
         for run in runs:
             last = run.running_mean(args.window)[-1]

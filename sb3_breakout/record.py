@@ -22,7 +22,10 @@ Exit status: 0 done, 2 bad input (a one-line error naming the bad value; nothing
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,6 +34,7 @@ import numpy as np
 import psutil
 
 from sb3_breakout import config as cfg
+from sb3_breakout.atomic_write import OutputNotWritten, replace_atomically
 from sb3_breakout.cli import OneLineArgumentParser, check_output_file, whole_number
 from sb3_breakout.evaluate import (
     Protocol,
@@ -69,31 +73,61 @@ def annotate(frame: np.ndarray, text: str, scale: int = 1) -> np.ndarray:
 
 
 def write_gif(path: Path, frames: list[np.ndarray], fps: float) -> None:
-    """A looping GIF (Pillow through imageio), written to a temporary name and renamed into place."""
+    """
+    A looping GIF (Pillow through imageio), written whole before it replaces ``path``. It is encoded in
+    memory first: imageio's writer tries a failed write again when it is garbage-collected, and prints
+    that second failure's traceback.
+    """
     import imageio.v3 as iio
 
-    tmp = path.with_name(f".{path.stem}.tmp.gif")
-    iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0)
-    os.replace(tmp, path)
+    data = iio.imwrite("<bytes>", np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0)
+    replace_atomically(path, lambda tmp: tmp.write_bytes(data))
 
 
-def write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
+#: ffmpeg's messages for a write that found no room, and their errno
+_FFMPEG_NO_ROOM = {"No space left on device": errno.ENOSPC, "File too large": errno.EFBIG,
+                   "Disk quota exceeded": errno.EDQUOT}
+
+
+def run_ffmpeg(tmp: Path, frames: list[np.ndarray], fps: float) -> None:
     """
-    An H.264 MP4 (``yuv420p``, the format browsers play) through imageio-ffmpeg's ffmpeg, written to
-    a temporary name and renamed into place. ``macro_block_size=2`` keeps the screen's own size
-    (210 rows is not a multiple of ffmpeg's usual 16; yuv420p only needs even sizes).
+    Encode ``frames`` (RGB, equal even sizes) to an H.264 MP4 (``yuv420p``, the format browsers play;
+    CRF 15, imageio-ffmpeg's ``quality=7``) at ``tmp`` with imageio-ffmpeg's ffmpeg binary.
+
+    ffmpeg is run here rather than through ``imageio_ffmpeg.write_frames``, which does not look at
+    ffmpeg's exit status: a disk that fills while ffmpeg writes the file's index (after the last frame)
+    would leave a video that does not play, reported as written.
+
+    :raises OSError: ffmpeg could not write for want of room (its errno), or failed otherwise (the
+        last line it printed).
     """
     import imageio_ffmpeg
 
     height, width = frames[0].shape[:2]
-    tmp = path.with_name(f".{path.stem}.tmp.mp4")
-    writer = imageio_ffmpeg.write_frames(str(tmp), (width, height), fps=fps, codec="libx264",
-                                         pix_fmt_out="yuv420p", macro_block_size=2, quality=7)
-    writer.send(None)
-    for frame in frames:
-        writer.send(np.ascontiguousarray(frame))
-    writer.close()
-    os.replace(tmp, path)
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo",
+               "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps}", "-i", "-", "-an",
+               "-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", "15", str(tmp)]
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for frame in frames:
+            proc.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+        proc.stdin.close()
+    except BrokenPipeError:  # ffmpeg stopped early: its message says why
+        pass
+    stderr = proc.stderr.read().decode(errors="replace")
+    if proc.wait() == -signal.SIGXFSZ:  # past a file-size limit (subprocess restores SIGXFSZ's default: a kill)
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(tmp))
+    if proc.returncode != 0:
+        for text, code in _FFMPEG_NO_ROOM.items():
+            if text in stderr:
+                raise OSError(code, text, str(tmp))
+        last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {proc.returncode}"
+        raise OSError(f"ffmpeg could not write {tmp}: {last}")
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    """An H.264 MP4 (:func:`run_ffmpeg`), written whole before it replaces ``path``."""
+    replace_atomically(path, lambda tmp: run_ffmpeg(tmp, frames, fps))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     stem.parent.mkdir(parents=True, exist_ok=True)
     for fmt in args.format:
         path = stem.with_name(f"{stem.name}.{fmt}")
-        (write_gif if fmt == "gif" else write_mp4)(path, frames, args.fps)
+        try:
+            (write_gif if fmt == "gif" else write_mp4)(path, frames, args.fps)
+        except OutputNotWritten as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         height, width = frames[0].shape[:2]
         print(f"Wrote {path} ({len(frames)} frames of {width}x{height}, {args.fps:g} fps)")
     return 0

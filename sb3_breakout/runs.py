@@ -26,6 +26,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_breakout import checkpoint as ckpt
 from sb3_breakout import config as cfg
+from sb3_breakout.atomic_write import write_text_atomically
 from sb3_breakout.cli import check_device, check_num_threads, exists, is_dir, whole_number
 from sb3_breakout.envs import ENV_ID
 
@@ -132,9 +133,8 @@ RUN_END_REASONS = ("done", "stopped", "interrupted")
 
 def write_run_end(run_dir: Path, reason: str, steps: int, target: int) -> None:
     """Record how training ended (``reason`` in :data:`RUN_END_REASONS`), atomically (rename)."""
-    tmp = run_dir / f".{RUN_END}.tmp"
-    tmp.write_text(json.dumps({"reason": reason, "steps": int(steps), "target": int(target)}) + "\n")
-    tmp.replace(run_dir / RUN_END)
+    write_text_atomically(run_dir / RUN_END,
+                          json.dumps({"reason": reason, "steps": int(steps), "target": int(target)}) + "\n")
 
 
 def clear_run_end(run_dir: Path) -> None:

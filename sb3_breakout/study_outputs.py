@@ -5,7 +5,6 @@ entry) and the Optuna plots, each written to a temporary name and renamed into p
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from sb3_breakout import checkpoint as ckpt
+from sb3_breakout.atomic_write import OutputNotWritten, replace_atomically, write_text_atomically
 from sb3_breakout.search_space import apply_values
 from sb3_breakout.trials import HYPERPARAMS_ATTR, Plan
 
@@ -26,18 +25,12 @@ def _write_atomic(path: Path, text: str) -> None:
     previous copy whole and ends the command with exit status 1 and one line: the study stays in its
     storage, and the same command run again writes the file.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if not ckpt.is_disk_full(exc):
-            raise
-        kept = "the previous copy is kept; " if path.exists() else ""
-        print(f"error: {path} was not written: {ckpt.describe_write_error(exc)}; {kept}the study is kept in its "
-              "storage: free some space and run the same command again to write it", file=sys.stderr)
+        write_text_atomically(path, text)
+    except OutputNotWritten as exc:
+        print(f"error: {exc}; the study is kept in its storage: free some space and run the same command "
+              "again to write it", file=sys.stderr)
         raise SystemExit(1) from None
-    os.replace(tmp, path)
 
 
 def best_entry(plan: Plan, trial: FrozenTrial) -> dict[str, Any]:
@@ -79,9 +72,8 @@ def write_plots(study: optuna.Study, out_dir: Path, n_complete: int) -> list[str
         try:
             ax = plot(study)
             fig = ax.figure
-            tmp = out_dir / f".{name}.{os.getpid()}.tmp.png"
-            fig.savefig(tmp, dpi=100, bbox_inches="tight")
-            os.replace(tmp, out_dir / name)
+            replace_atomically(out_dir / name, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=100,
+                                                                               bbox_inches="tight"))
             plt.close(fig)
         except Exception as exc:  # e.g. importances when no parameter varied
             notes.append(f"{name} skipped: {type(exc).__name__}: {exc}")

@@ -36,6 +36,7 @@ from stable_baselines3.common.utils import set_random_seed
 from sb3_breakout import checkpoint as ckpt
 from sb3_breakout import config as cfg
 from sb3_breakout import flags, parallel, preflight, runlock, runs
+from sb3_breakout.atomic_write import OutputNotWritten
 from sb3_breakout.callbacks import RunningRewardCallback
 from sb3_breakout.cli import OneLineArgumentParser
 from sb3_breakout.envs import ENV_ID
@@ -404,8 +405,9 @@ def learn(args: argparse.Namespace, exp_manager: BreakoutExperimentManager, mode
               "done" if model.num_timesteps >= exp_manager.n_timesteps else "stopped")
     try:  # for `learning_curve follow --wait`; the model and checkpoints are already saved
         runs.write_run_end(run_dir, reason, model.num_timesteps, exp_manager.n_timesteps)
-    except OSError as exc:
-        print(f"warning: {ckpt.describe_write_error(exc)}: {runs.RUN_END} not written", file=sys.stderr)
+    except (OSError, OutputNotWritten) as exc:
+        why = ckpt.describe_write_error(exc) if isinstance(exc, OSError) else str(exc)
+        print(f"warning: {why}: {runs.RUN_END} not written", file=sys.stderr)
     if saver.interrupted:
         print(f"Interrupted: checkpoint {saver.last_checkpoint}. Resume with: "
               f"python -m sb3_breakout.train --resume {run_dir}")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 import os
 import shutil
@@ -39,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 
+import ale_py
 import numpy as np
 import torch as th
 
@@ -46,6 +48,7 @@ from sb3_breakout import config as cfg
 from sb3_breakout import evaluate as ev
 from sb3_breakout import plot as pl
 from sb3_breakout import runs
+from sb3_breakout.atomic_write import OutputNotWritten, replace_atomically, write_text_atomically
 from sb3_breakout.checkpoint import checkpoint_root, checkpoint_step, list_checkpoints, saved_target
 from sb3_breakout.cli import OneLineArgumentParser, check_output_folder
 from sb3_breakout.envs import ENV_ID
@@ -108,19 +111,20 @@ def greedy_check(run_dir: Path, step: int, games: int, seed: int = 0) -> list[fl
     results = ev.play_games(model, lambda: ev.make_game_env(target, protocol.max_frames, protocol.noop_max), protocol)
     scores = [r.score for r in results]
     path = run_dir / GREEDY_FILE
-    if path.exists():  # a file begun by an older version keeps its columns
-        with open(path) as f:
-            columns = next(csv.reader(f))
-    else:
-        columns = ["step", "monitor_step", "mean", "std", "scores"]
+    earlier = path.read_text() if path.is_file() else ""
+    # a file begun by an older version keeps its columns (an empty one: an older version's full disk)
+    columns = next(csv.reader(io.StringIO(earlier)), None) or ["step", "monitor_step", "mean", "std", "scores"]
     x = monitor_step(checkpoint_root(run_dir) / f"step_{step}")
     values = dict(step=step, monitor_step="" if x is None else f"{x:.0f}", mean=f"{np.mean(scores):.2f}",
                   std=f"{np.std(scores):.2f}", scores=" ".join(f"{s:g}" for s in scores))
-    with open(path, "a", newline="") as f:
-        writer = csv.writer(f)
-        if f.tell() == 0:
-            writer.writerow(columns)
-        writer.writerow([values[c] for c in columns])
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    if not earlier:
+        writer.writerow(columns)
+    writer.writerow([values[c] for c in columns])
+    # the whole file again, renamed into place: a full disk or a kill leaves the earlier checks whole
+    # (an append cut short left half a row, read back as a check with wrong scores)
+    write_text_atomically(path, earlier + rows.getvalue())
     print(f"greedy check at step {step}: {np.mean(scores):.1f} ± {np.std(scores):.1f} over {games} games", flush=True)
     return scores
 
@@ -280,11 +284,11 @@ def report(run_dirs: list[Path], out: Path, reference_paths: dict[str, Path], na
     pl.plot([(name, [curve]) for name, curve in curves], out / "learning_curve.png",
             references=references, max_steps=max_steps,
             greedy={name: points for name, points in on_axis.items() if points})
-    (out / "learning_curve.md").write_text(table(curves, references, greedy, solved_at))
+    write_text_atomically(out / "learning_curve.md", table(curves, references, greedy, solved_at))
     if len(run_dirs) == 1 and out.resolve() != run_dirs[0].resolve():  # the run's small artefacts beside them,
         for file in [*run_dirs[0].glob("*.monitor.csv"), run_dirs[0] / GREEDY_FILE]:  # so the report can be
             if file.is_file():  # made again from ``out`` alone (the model and checkpoints stay behind)
-                shutil.copy2(file, out / file.name)
+                replace_atomically(out / file.name, lambda tmp, file=file: shutil.copy2(file, tmp))
     print((out / "learning_curve.md").read_text())
     print(f"wrote {out / 'learning_curve.png'}")
 
@@ -369,11 +373,8 @@ def check_train_command(args: argparse.Namespace) -> None:
     check of ``sb3_breakout.train`` on the command it will run (an argparse error there exits 2 with
     one line; the rest raises a ConfigError).
     """
-    import ale_py
-
     from sb3_breakout import train as trainer
 
-    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # its banner is not an error
     if args.n_timesteps is None:
         args.n_timesteps = entry_steps(args.algo, args.profile)
     for flag, value in (("--n-timesteps", args.n_timesteps), ("--eval-every", args.eval_every),
@@ -416,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--solved-at", type=float, default=40.0,
                      help="running mean of 100 games counted as solved (default: 40, the notebooks')")
     args = parser.parse_args(argv)
-
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # its banner on stderr is not an error
     try:
         if args.command == "report":
             check_report_command(args)
@@ -463,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     except cfg.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OutputNotWritten as exc:  # a full disk: what was written before is whole
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
