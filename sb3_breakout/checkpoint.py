@@ -76,6 +76,11 @@ def checkpoint_root(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR
 
 
+def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
+    """The folder of the checkpoint at agent step ``step``: ``<run>/checkpoints/step_<step>``."""
+    return checkpoint_root(run_dir) / f"{STEP_PREFIX}{step}"
+
+
 def checkpoint_step(checkpoint: str | Path) -> int:
     """The agent step a checkpoint folder ``step_<N>`` was written at (``N``)."""
     return int(Path(checkpoint).name[len(STEP_PREFIX):])
@@ -332,8 +337,8 @@ class CheckpointCallback(BaseCallback):
                 f"network weights are not finite at step {self.num_timesteps}; the last good checkpoint is kept"
             )
         root = checkpoint_root(self.run_dir)
-        final = root / f"{STEP_PREFIX}{self.num_timesteps}"
-        tmp = root / f"{STEP_PREFIX}{self.num_timesteps}.tmp"
+        final = checkpoint_dir(self.run_dir, self.num_timesteps)
+        tmp = final.with_name(f"{final.name}.tmp")
         root.mkdir(parents=True, exist_ok=True)
         for stale in root.glob(f"{STEP_PREFIX}*.tmp"):  # this one, or unfinished ones of a killed process
             shutil.rmtree(stale, ignore_errors=True)
@@ -351,7 +356,7 @@ class CheckpointCallback(BaseCallback):
             print(f"warning: checkpoint of step {self.num_timesteps} not written: {reason}; {kept}, training "
                   "goes on and the next save tries again", file=sys.stderr, flush=True)
             return None
-        replaced = root / f"{STEP_PREFIX}{self.num_timesteps}.replaced"  # a second save at the same step (resumed,
+        replaced = final.with_name(f"{final.name}.replaced")  # a second save at the same step (resumed,
         if final.exists():  # then stopped at once): the old copy is moved aside, never deleted before the new
             shutil.rmtree(replaced, ignore_errors=True)  # one is in place; neither name is listed as a checkpoint
             os.rename(final, replaced)

@@ -279,10 +279,7 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
         raise ConfigError(f"unknown hyperparameter {unknown[0]!r} for {algo}: allowed are RL Zoo's keys and "
                           f"{learner.__name__}'s arguments")
     check_finite(entry)
-    for key in ("env_kwargs", "eval_env_kwargs", "monitor_kwargs", "frame_stack_kwargs"):
-        if key in entry and entry[key] is not None and not isinstance(entry[key], dict):
-            raise ConfigError(f"{key}={entry[key]!r} is not allowed: must be a mapping of argument names to "
-                              "values, such as dict(max_episode_steps=40000)")
+    check_mappings(entry)
     for key, test, allowed in RANGES:
         if key not in entry:
             continue
@@ -334,6 +331,18 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
 
 
 # ------------------------------------------------------------------ generic value checks (issue 17)
+def check_mappings(entry: dict[str, Any]) -> None:
+    """
+    ``env_kwargs`` and ``monitor_kwargs`` (RL Zoo's keys of keyword arguments), when given, are mappings.
+
+    :raises ConfigError: names the key and the value.
+    """
+    for key in ("env_kwargs", "monitor_kwargs"):
+        if entry.get(key) is not None and not isinstance(entry[key], dict):
+            raise ConfigError(f"{key}={entry[key]!r} is not allowed: must be a mapping of argument names to "
+                              "values, such as dict(max_episode_steps=40000)")
+
+
 def check_finite(entry: dict[str, Any]) -> None:
     """
     Every number in ``entry`` (also inside lists and mappings: callback and wrapper arguments) and

@@ -247,7 +247,7 @@ def resolve_target(
                     raise cfg.ConfigError(
                         f"--load-last-checkpoint: no checkpoint in {ckpt.checkpoint_root(run_dir)}")
                 load_checkpoint = steps[-1]
-            model_path = ckpt.checkpoint_root(run_dir) / f"{ckpt.STEP_PREFIX}{load_checkpoint}" / "model.zip"
+            model_path = ckpt.checkpoint_dir(run_dir, load_checkpoint) / "model.zip"
             zoo_path = run_dir / f"rl_model_{load_checkpoint}_steps.zip"
             if not model_path.is_file() and zoo_path.is_file():
                 model_path = zoo_path
@@ -270,9 +270,10 @@ def resolve_target(
         saved_args = read_run_yaml(args_file) if args_file.is_file() else {}
         algo = str(saved_args.get("algo") or algo or "dqn")
         for file, saved in ((config_dir / "config.yml", hyperparams), (args_file, saved_args)):
-            if not isinstance(saved.get("env_kwargs") or {}, dict):
-                raise cfg.ConfigError(f"the run file {file} has env_kwargs={saved['env_kwargs']!r}, not a mapping "
-                                      "of argument names to values: repair it or train again")
+            try:
+                cfg.check_mappings(saved)
+            except cfg.ConfigError as exc:
+                raise cfg.ConfigError(f"the run file {file}: {exc}; repair it or train again") from None
         env_kwargs = {**(hyperparams.get("env_kwargs") or {}), **(saved_args.get("env_kwargs") or {})}
     else:
         run_dir = None

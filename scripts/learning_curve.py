@@ -49,7 +49,7 @@ from sb3_breakout import evaluate as ev
 from sb3_breakout import plot as pl
 from sb3_breakout import runs
 from sb3_breakout.atomic_write import OutputNotWritten, replace_atomically, write_text_atomically
-from sb3_breakout.checkpoint import checkpoint_root, checkpoint_step, list_checkpoints, saved_target
+from sb3_breakout.checkpoint import checkpoint_dir, checkpoint_step, list_checkpoints, saved_target
 from sb3_breakout.cli import OneLineArgumentParser, check_output_folder
 from sb3_breakout.envs import ENV_ID
 from sb3_breakout.runlock import lock_holder
@@ -86,7 +86,7 @@ def greedy_rows(run_dir: Path) -> dict[int, tuple[float, list[float]]]:
         with open(path) as f:
             for line, row in enumerate(csv.DictReader(f), start=2):  # noqa: B007 (named in the error)
                 step = int(row["step"])
-                x = row.get("monitor_step") or monitor_step(checkpoint_root(run_dir) / f"step_{step}") or step
+                x = row.get("monitor_step") or monitor_step(checkpoint_dir(run_dir, step)) or step
                 rows[step] = (float(x), [float(v) for v in row["scores"].split()])
     except (OSError, UnicodeDecodeError, ValueError, KeyError, AttributeError, TypeError) as exc:
         reason = " ".join(str(exc).split())[:200]
@@ -114,7 +114,7 @@ def greedy_check(run_dir: Path, step: int, games: int, seed: int = 0) -> list[fl
     earlier = path.read_text() if path.is_file() else ""
     # a file begun by an older version keeps its columns (an empty one: an older version's full disk)
     columns = next(csv.reader(io.StringIO(earlier)), None) or ["step", "monitor_step", "mean", "std", "scores"]
-    x = monitor_step(checkpoint_root(run_dir) / f"step_{step}")
+    x = monitor_step(checkpoint_dir(run_dir, step))
     values = dict(step=step, monitor_step="" if x is None else f"{x:.0f}", mean=f"{np.mean(scores):.2f}",
                   std=f"{np.std(scores):.2f}", scores=" ".join(f"{s:g}" for s in scores))
     rows = io.StringIO()
@@ -321,7 +321,7 @@ def check_report_copies(run_dirs: list[Path], out: Path) -> None:
                               "copies would replace; give a new folder")
     ours = {file.name: first_line(file) for file in run_dirs[0].glob("*.monitor.csv")}
     for file in out.glob("*.monitor.csv"):
-        if first_line(file) != ours.get(file.name, first_line(file) + "x"):
+        if ours.get(file.name) != first_line(file):
             raise cfg.ConfigError(f"--out {str(out)!r} is not allowed: it holds {file.name} of another run "
                                   f"(not {run_dirs[0]}'s), which the report's copy would replace; give a new folder")
 

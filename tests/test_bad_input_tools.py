@@ -54,6 +54,8 @@ BAD = [
     ("evaluate", "{w}/listyaml", ["config.yml must map names to values, got list"]),
     ("evaluate", "{w}/badargs", ["args.yml is not valid YAML"]),
     ("evaluate", "{w}/badwrap", ["the run {w}/badwrap cannot build its env", "sb3_breakout.wrapperz"]),
+    ("evaluate", "{w}/badkw", ["the run file {w}/badkw/" + ENV + "/config.yml: env_kwargs=5 is not allowed",
+                               "mapping", "repair it"]),
     ("evaluate", "{w}/badfs", ["the run {w}/badfs cannot build its env", "'abc'"]),
     ("evaluate", "{w}/nofinal", ["no model zip", "training not finished?", "--load-checkpoint"]),
     ("evaluate", "{w}/nogames", ["no model zip", "--load-last-checkpoint"]),
@@ -304,8 +306,8 @@ def workspace(tiny_run, tiny_qrdqn_run, tmp_path_factory):
     shutil.copytree(tiny_qrdqn_run, w / "qrun")
     shutil.copy(tiny_qrdqn_run / f"{ENV}.zip", w / "qrdqn_model.zip")
     without_checkpoints = shutil.ignore_patterns("checkpoints")
-    for name in ("badzip", "badyaml", "listyaml", "badargs", "badwrap", "badfs", "badmon", "nohdr", "binmon",
-                 "badgreedy"):
+    for name in ("badzip", "badyaml", "listyaml", "badargs", "badwrap", "badfs", "badkw", "badmon", "nohdr",
+                 "binmon", "badgreedy"):
         shutil.copytree(tiny_run, w / name, ignore=without_checkpoints)
     shutil.copytree(tiny_run, w / "badckpt")
     shutil.copytree(tiny_run, w / "nofinal")
@@ -319,6 +321,8 @@ def workspace(tiny_run, tiny_qrdqn_run, tmp_path_factory):
     text = (tiny_run / config).read_text()
     replace(w / "badwrap" / config, text.replace("sb3_breakout.wrappers", "sb3_breakout.wrapperz"))
     replace(w / "badfs" / config, text.replace("frame_stack: 4", "frame_stack: abc"))
+    assert "env_kwargs:\n  max_episode_steps: 40000\n" in text
+    replace(w / "badkw" / config, text.replace("env_kwargs:\n  max_episode_steps: 40000\n", "env_kwargs: 5\n"))
     monitor = (tiny_run / "0.monitor.csv").read_text().splitlines()
     replace(w / "badmon" / "0.monitor.csv", "\n".join([*monitor[:5], "abc,def,ghi", *monitor[5:]]) + "\n")
     replace(w / "nohdr" / "0.monitor.csv", "\n".join(monitor[1:]) + "\n")
