@@ -21,6 +21,9 @@ the one written when the running reward first passed ``solved_at`` (marked by a 
 A full disk (``ENOSPC``, ``EFBIG`` past a file-size limit, ``EDQUOT``) while writing a checkpoint
 drops that checkpoint (its ``.tmp`` folder is removed), says so in one line on stderr and training
 goes on; the next save tries again. Nothing older is pruned before a newer checkpoint is in place.
+
+Each checkpoint's ``model.zip`` also has RL Zoo's name ``<run>/rl_model_<N>_steps.zip`` (a hard link,
+no second copy), so that ``rl_zoo3.enjoy --load-checkpoint N`` finds it: :mod:`sb3_breakout.zoo_links`.
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 
+from sb3_breakout import zoo_links
 from sb3_breakout.atomic_write import DISK_FULL_ERRNOS, describe_write_error, is_disk_full  # noqa: F401 (shared)
 from sb3_breakout.callbacks import RunningRewardCallback
+from sb3_breakout.precision import record_choice
 
 CHECKPOINT_DIR = "checkpoints"
 STEP_PREFIX = "step_"  # a checkpoint folder is checkpoints/step_<N>
@@ -94,6 +99,11 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     found = [p for p in root.iterdir()
              if p.is_dir() and p.name.startswith(STEP_PREFIX) and p.name[len(STEP_PREFIX):].isdigit()]
     return sorted(found, key=checkpoint_step)
+
+
+def checkpoint_models(run_dir: str | Path) -> dict[int, Path]:
+    """The ``model.zip`` of each checkpoint of a run that has one, by step."""
+    return {checkpoint_step(c): c / "model.zip" for c in list_checkpoints(run_dir) if (c / "model.zip").is_file()}
 
 
 def file_digest(file: Path) -> dict[str, int]:
@@ -252,6 +262,14 @@ class CheckpointCallback(BaseCallback):
     :param n_timesteps: the agent steps this process trains to, saved so that a plain ``--resume`` goes
         on to them (a resume's ``-n`` is not in the run's ``args.yml``); None: not saved.
 
+    Each checkpoint's ``model.zip`` is also ``<run>/rl_model_<N>_steps.zip``, the name RL Zoo's
+    ``enjoy`` and ``record_video`` look for (``--load-checkpoint N``, ``--load-last-checkpoint``): a hard
+    link, the same file (a relative symlink where hard links are refused). It is made once the folder is
+    in place (a second save at the same step links the new model), removed just before the folder when
+    the checkpoint is rotated away (a pinned checkpoint keeps it), and checked at the start of training
+    (every ``--resume``): names of checkpoints that are gone are removed, missing ones made. A link that
+    cannot be made is a one-line warning; the checkpoint stays and training goes on.
+
     A checkpoint that cannot be written for a full disk is dropped with a one-line warning on stderr
     (``failed_saves`` counts them) and training goes on; the next one is tried at the next due step
     (a pinned one that failed makes the next checkpoint written the pinned one).
@@ -288,6 +306,8 @@ class CheckpointCallback(BaseCallback):
             self.last_checkpoint = latest_valid_checkpoint(self.run_dir)[0]
         except CheckpointError:
             self.last_checkpoint = None
+        # RL Zoo's names as the checkpoints are (a kill may have left them not so)
+        zoo_links.sync(self.run_dir, checkpoint_models(self.run_dir))
 
     # -- every step
     def _on_step(self) -> bool:
@@ -362,9 +382,11 @@ class CheckpointCallback(BaseCallback):
             os.rename(final, replaced)
         os.rename(tmp, final)
         _fsync_path(root)
+        zoo_links.name_checkpoint(self.run_dir, self.num_timesteps, final / "model.zip")
         shutil.rmtree(replaced, ignore_errors=True)
         rotated = [c for c in list_checkpoints(self.run_dir) if not (c / PINNED).exists()]
         for old in rotated[: -self.keep]:
+            zoo_links.remove_name(self.run_dir, checkpoint_step(old))  # the name first: it never dangles
             shutil.rmtree(old, ignore_errors=True)
         self._pending = self._pin = False
         self.last_checkpoint = final
@@ -376,6 +398,7 @@ class CheckpointCallback(BaseCallback):
         """Every file of the checkpoint into ``tmp``, the manifest last, all flushed to the disk and
         checked against the manifest."""
         tmp.mkdir()
+        record_choice(self.model)  # bf16="auto": the zip says which precision the run trains in
         self.model.save(tmp / "model.zip")
         self.model.save_replay_buffer(tmp / "replay_buffer.pkl")
         state = {
@@ -423,6 +446,28 @@ def saved_target(checkpoint: Path) -> int | None:
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
         return None
     return int(target) if target else None
+
+
+def saved_schedule(checkpoint: Path) -> dict[str, Any]:
+    """
+    The ``train_freq`` and ``gradient_steps`` the checkpoint's model trained with (SB3's units), read
+    from its zip's ``data`` without loading the network. A resumed run goes on with these whatever its
+    ``config.yml`` says: runs of earlier versions with parallel games were trained with a
+    ``train_freq`` rewritten from the file's (:mod:`sb3_breakout.parallel`), and resume as they were trained.
+
+    :return: ``{"train_freq": [N, "step"|"episode"], "gradient_steps": G}``, or ``{}`` when the zip
+        does not say (the run's ``config.yml`` is used then).
+    """
+    from stable_baselines3.common.save_util import json_to_data
+
+    try:
+        with zipfile.ZipFile(checkpoint / "model.zip") as archive:
+            data = json.loads(archive.read("data"))
+        freq = json_to_data(json.dumps({"train_freq": data["train_freq"]}))["train_freq"]
+        return {"train_freq": [int(freq.frequency), str(freq.unit.value)],
+                "gradient_steps": int(data["gradient_steps"])}
+    except (OSError, KeyError, ValueError, AttributeError, TypeError, zipfile.BadZipFile):
+        return {}
 
 
 def restore_callbacks(state: dict[str, Any], running_reward: RunningRewardCallback | None) -> None:

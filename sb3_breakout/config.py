@@ -116,6 +116,11 @@ def profiles_in(data: dict[str, Any], env_id: str) -> list[str]:
     return names + [key[len(env_id) + 1 :] for key in data if key.startswith(f"{env_id}-")]
 
 
+def env_ids_in(data: dict[str, Any]) -> list[str]:
+    """The env ids a config file has entries for: the entry names that are not ``<another name>-<profile>``."""
+    return [name for name in data if not any(name.startswith(f"{other}-") for other in data if other != name)]
+
+
 def load_entry(path: str | Path, env_id: str, profile: str | None = None) -> dict[str, Any]:
     """
     The hyperparameters of ``env_id`` and ``profile`` in the YAML at ``path`` (a fresh dict).
@@ -125,9 +130,12 @@ def load_entry(path: str | Path, env_id: str, profile: str | None = None) -> dic
     data = read_yaml(path)
     key = entry_name(env_id, profile)
     if key not in data:
-        known = ", ".join(profiles_in(data, env_id)) or "none"
+        known = profiles_in(data, env_id)
+        if not known:  # no entry for this env at all: name the envs the file has
+            envs = ", ".join(env_ids_in(data)) or "none"
+            raise ConfigError(f"no entry for env {env_id!r} in {str(path)!r}; env ids there: {envs}")
         raise ConfigError(f"no entry {key!r} in {str(path)!r} (profile {profile or DEFAULT_PROFILE!r}); "
-                          f"profiles there: {known}")
+                          f"profiles there: {', '.join(known)}")
     entry = data[key]
     if not isinstance(entry, dict):
         raise ConfigError(f"entry {key!r} in {str(path)!r} must be a mapping of hyperparameters")

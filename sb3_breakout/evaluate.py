@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -322,6 +323,16 @@ def check_n_envs(n_envs: int) -> None:
                               "(4 per CPU of this machine)")
 
 
+def portable_path(path: Path) -> str:
+    """``path`` relative to the working folder when it lies below it (an evaluation JSON kept in a
+    repository then names no folder of the machine that wrote it), else as given."""
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), Path.cwd().resolve())).as_posix() \
+            if Path(path).resolve().is_relative_to(Path.cwd().resolve()) else str(path)
+    except (OSError, ValueError):
+        return str(path)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` whole (:func:`~sb3_breakout.atomic_write.replace_atomically`)."""
     write_text_atomically(path, json.dumps(data, indent=2) + "\n")
@@ -399,8 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize([r.score for r in results])
     print(format_table(results, summary))
     data = {
-        "model": str(target.model_path),
-        "run": str(target.run_dir) if target.run_dir is not None else None,
+        "model": portable_path(target.model_path),
+        "run": portable_path(target.run_dir) if target.run_dir is not None else None,
         "env_id": target.env_id,
         "algo": target.algo,
         "profile": target.profile,

@@ -1,13 +1,19 @@
 """
-Parallel games (``n_envs > 1``) that keep the recipe's replay ratio and schedules in agent steps.
+Parallel games (``n_envs > 1``): the units of ``train_freq``, and the checks that keep the other
+schedules in agent steps.
 
-A YAML entry states its recipe as if one game were played: ``train_freq: 4, gradient_steps: 1`` is one
-update of ``batch_size`` transitions every 4 transitions (agent steps), whatever ``n_envs`` is. SB3
-counts ``train_freq`` in *vector* steps (one step of every game, ``n_envs`` transitions), so with 8
-games the same numbers would mean one update per 32 transitions: 8 times fewer updates, a different
-algorithm. :func:`per_vector_step` rewrites the two keys so that the number of updates per transition
-stays the recipe's; RL Zoo then builds the model from the rewritten entry. The other schedules already
-count agent steps (all games together) in SB3 and in this package, so they need nothing:
+A YAML entry is read by two trainers, ``python -m sb3_breakout.train`` and ``python -m rl_zoo3.train``,
+and both hand its values to SB3 unchanged, so the file holds SB3's own units: ``train_freq`` counts
+*vector* steps (one step of every game, ``n_envs`` transitions) and ``gradient_steps`` updates per
+training call. The recipe's "one update of batch 32 every 4 transitions" is therefore ``train_freq: 4``
+with one game and ``train_freq: 1`` with four; :func:`vector_step_schedule` gives the pair for any
+``n_envs`` and :func:`describe_schedule` prints what an entry means in agent steps at the start of a run.
+(Earlier versions of this package rewrote ``train_freq`` for ``n_envs`` inside their own trainer only:
+the same file then meant 4x more updates under ``sb3_breakout.train`` than under ``rl_zoo3.train``.
+Runs trained that way resume with the schedule saved in their checkpoint's model, see
+:func:`sb3_breakout.checkpoint.saved_schedule`.)
+
+The other schedules already count agent steps (all games together) in SB3 and in this package:
 
 - epsilon: :class:`sb3_breakout.callbacks.LinearEpsilonCallback` reads ``num_timesteps``;
 - learning starts: SB3 trains once ``num_timesteps > learning_starts``;
@@ -18,9 +24,6 @@ count agent steps (all games together) in SB3 and in this package, so they need 
   period (:class:`sb3_breakout.callbacks.RunningRewardCallback`, :class:`sb3_breakout.checkpoint.CheckpointCallback`).
 
 Acting is one batched forward pass for all games (SB3's ``predict`` on the stacked observations).
-
-The saved ``config.yml`` keeps the entry as written (agent-step semantics), so a resumed run is
-rewritten again in the same way and ``rl_zoo3`` tools read the recipe, not the rewritten numbers.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from sb3_breakout.config import ConfigError
 
 
 def _train_freq_steps(value: Any) -> int | None:
-    """``train_freq`` as a number of steps, or None when it counts episodes (left alone)."""
+    """``train_freq`` as a number of steps, or None when it counts episodes."""
     if isinstance(value, (list, tuple)):
         if len(value) != 2 or str(value[1]) not in ("step", "episode"):
             raise ConfigError(f"train_freq={value!r} is not allowed: an integer >= 1 or (N, 'step'|'episode')")
@@ -47,7 +50,8 @@ def _train_freq_steps(value: Any) -> int | None:
 def vector_step_schedule(train_freq: int, gradient_steps: int, n_envs: int) -> tuple[int, int]:
     """
     SB3's ``(train_freq, gradient_steps)`` (vector steps, updates per training call) that give
-    ``gradient_steps / train_freq`` updates per *agent* step with ``n_envs`` games.
+    ``gradient_steps / train_freq`` updates per *agent* step with ``n_envs`` games: what to write in a
+    YAML entry to keep a one-game recipe.
 
     Updates per vector step = ``gradient_steps * n_envs / train_freq``; written as the fraction
     ``a / b`` in lowest terms, SB3 gets ``train_freq = b``, ``gradient_steps = a``. Examples for the
@@ -63,6 +67,31 @@ def vector_step_schedule(train_freq: int, gradient_steps: int, n_envs: int) -> t
         gradient_steps = train_freq
     per_vector_step = Fraction(gradient_steps * n_envs, train_freq)
     return per_vector_step.denominator, per_vector_step.numerator
+
+
+def agent_steps_per_update(entry: dict[str, Any]) -> Fraction | None:
+    """
+    Agent steps (transitions, all games together) per gradient update under SB3's units, or None for a
+    ``train_freq`` counted in episodes. Defaults: SB3's ``train_freq=4``, ``gradient_steps=1``, one game.
+    """
+    steps = _train_freq_steps(entry.get("train_freq", 4))
+    if steps is None:
+        return None
+    n_envs = int(entry.get("n_envs", 1))
+    gradient_steps = int(entry.get("gradient_steps", 1))
+    if gradient_steps == -1:
+        gradient_steps = steps * n_envs  # SB3: as many updates as transitions collected
+    return Fraction(steps * n_envs, max(gradient_steps, 1))
+
+
+def describe_schedule(entry: dict[str, Any]) -> str | None:
+    """One line for the training log of an entry with parallel games (None for one game)."""
+    n_envs = int(entry.get("n_envs", 1))
+    per_update = agent_steps_per_update(entry)
+    if n_envs <= 1 or per_update is None:
+        return None
+    return (f"{n_envs} games: train_freq {entry.get('train_freq', 4)} vector steps (SB3's unit), gradient_steps "
+            f"{entry.get('gradient_steps', 1)}: one update per {float(per_update):g} agent steps")
 
 
 def check_parallel(entry: dict[str, Any]) -> None:
@@ -82,20 +111,3 @@ def check_parallel(entry: dict[str, Any]) -> None:
             f"target_update_interval={interval} with n_envs={n_envs}: SB3 would sync the target network every "
             f"{max(interval // n_envs, 1) * n_envs} agent steps; allowed: an n_envs that divides {interval}"
         )
-
-
-def per_vector_step(entry: dict[str, Any]) -> dict[str, Any]:
-    """
-    A copy of ``entry`` with ``train_freq`` and ``gradient_steps`` rewritten for SB3's vector steps
-    (:func:`vector_step_schedule`); unchanged for one game or a ``train_freq`` counted in episodes.
-
-    :param entry: a YAML entry (RL Zoo hyperparameters) in agent-step semantics; defaults: SB3's
-        ``train_freq=4``, ``gradient_steps=1``, ``n_envs=1``.
-    :return: the entry RL Zoo should build the model from.
-    """
-    n_envs = int(entry.get("n_envs", 1))
-    steps = _train_freq_steps(entry.get("train_freq", 4))
-    if n_envs <= 1 or steps is None:
-        return dict(entry)
-    train_freq, gradient_steps = vector_step_schedule(steps, int(entry.get("gradient_steps", 1)), n_envs)
-    return {**entry, "train_freq": train_freq, "gradient_steps": gradient_steps}

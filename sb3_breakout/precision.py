@@ -66,7 +66,7 @@ def _sync(device: th.device) -> None:
 
 
 def time_updates(extractor: nn.Module, obs_shape: tuple[int, ...], device: th.device, batch: int = 32,
-                 warmup: int = 2, repeats: int = 5) -> tuple[float, float]:
+                 warmup: int = 3, repeats: int = 11) -> tuple[float, float]:
     """
     Median seconds of one update in float32 and in bfloat16 autocast, timed alternately.
 
@@ -132,3 +132,27 @@ def choose_bf16(extractor: nn.Module, obs_shape: tuple[int, ...], device: th.dev
         if verbose:
             print(choice.describe(), flush=True)
     return _CHOICES[key]
+
+
+def record_choice(model) -> bool | None:
+    """
+    Write the choice of a ``bf16="auto"`` network into ``model.policy_kwargs`` (True or False in place of
+    ``"auto"``), so that every zip saved afterwards (checkpoints, the final model) loads in the precision
+    the run trained in: ``--resume``, ``evaluate``, ``record`` and ``rl_zoo3 enjoy`` build the network from
+    the zip's ``policy_kwargs`` and do not measure again. One run keeps one precision.
+
+    Call it before saving; it does nothing until the network has measured (its first forward pass), or
+    when the precision was given as True or False.
+
+    :param model: an SB3 / sb3-contrib learner whose policy holds :class:`sb3_breakout.torch_layers.NatureCNN`.
+    :return: the choice written (True: bf16), or None when there was nothing to write.
+    """
+    chosen = [module.precision.bf16 for module in model.policy.modules()
+              if getattr(module, "bf16_auto", False) and getattr(module, "precision", None) is not None]
+    kwargs = dict(getattr(model, "policy_kwargs", None) or {})
+    extractor_kwargs = dict(kwargs.get("features_extractor_kwargs") or {})
+    if not chosen or extractor_kwargs.get("bf16") != "auto":
+        return None
+    extractor_kwargs["bf16"] = bool(chosen[0])
+    model.policy_kwargs = {**kwargs, "features_extractor_kwargs": extractor_kwargs}
+    return extractor_kwargs["bf16"]

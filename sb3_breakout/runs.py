@@ -26,6 +26,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_breakout import checkpoint as ckpt
 from sb3_breakout import config as cfg
+from sb3_breakout import zoo_links
 from sb3_breakout.atomic_write import write_text_atomically
 from sb3_breakout.cli import check_device, check_num_threads, exists, is_dir, whole_number
 from sb3_breakout.envs import ENV_ID
@@ -223,6 +224,10 @@ def resolve_target(
             raise cfg.ConfigError(f"{picks[0]} needs a run folder, not the model file {path!r}")
         model_path, run_dir = given, run_dir_of_zip(given)
         label = given.parent.name if given.name == "model.zip" else given.stem
+        step = zoo_links.zoo_name_step(given)
+        if run_dir is not None and step is not None and (ckpt.checkpoint_dir(run_dir, step) / "model.zip").is_file():
+            # RL Zoo's name of a checkpoint: the checkpoint itself (its label, its Monitor copies)
+            model_path, label = ckpt.checkpoint_dir(run_dir, step) / "model.zip", f"{ckpt.STEP_PREFIX}{step}"
     else:
         run_dir = given
         if not config_dirs(run_dir) and not (run_dir / f"{env_id}.zip").is_file():
@@ -352,8 +357,26 @@ def target_from(args: argparse.Namespace) -> Target:
     return target
 
 
+#: A run folder holding this file is a shipped agent (``python -m sb3_breakout.ship``, ``trained-agents/``):
+#: the tools read it and never write into it.
+SHIPPED_README = "README.md"
+#: Where the tools' default outputs for a shipped agent go (relative to the working folder).
+SHIPPED_OUTPUTS = Path("logs") / "trained-agents"
+
+
+def is_shipped(run_dir: Path | None) -> bool:
+    """Whether ``run_dir`` is a shipped agent's folder (it holds :data:`SHIPPED_README`)."""
+    return run_dir is not None and (run_dir / SHIPPED_README).is_file()
+
+
 def default_output(target: Target, folder: str, suffix: str) -> Path:
-    """``<run>/<folder>/<label><suffix>``, or ``<zip stem>.<folder><suffix>`` beside a zip outside a run."""
+    """
+    ``<run>/<folder>/<label><suffix>``, or ``<zip stem>.<folder><suffix>`` beside a zip outside a run. For
+    a shipped agent (:func:`is_shipped`) ``logs/trained-agents/<algo>/<run name>/<folder>/<label><suffix>``
+    instead, so that its evaluation, GIF and files are never overwritten.
+    """
+    if is_shipped(target.run_dir):
+        return SHIPPED_OUTPUTS / target.algo / target.run_dir.name / folder / f"{target.label}{suffix}"
     if target.run_dir is not None:
         return target.run_dir / folder / f"{target.label}{suffix}"
     return target.model_path.with_name(f"{target.model_path.stem}.{folder}{suffix}")

@@ -297,10 +297,11 @@ def check_space(space: dict[str, Param], entry: dict[str, Any]) -> None:
                               f"{initial[0]}")
 
 
-def _with_policy_kwarg(expression: str | dict[str, Any] | None, name: str, value: Any) -> str | dict[str, Any]:
+def _with_kwarg(expression: str | dict[str, Any] | None, name: str, value: Any) -> str | dict[str, Any]:
     """
-    ``policy_kwargs`` with ``name=value``: in RL Zoo's string form the number is replaced where the
-    expression names it (``n_quantiles=200`` becomes ``n_quantiles=50``), else added to the dict.
+    Keyword arguments (``policy_kwargs``, ``replay_buffer_kwargs``) with ``name=value``: in RL Zoo's
+    string form the number is replaced where the expression names it (``n_quantiles=200`` becomes
+    ``n_quantiles=50``), else added to the dict.
     """
     if expression is None or isinstance(expression, dict):
         return {**(expression or {}), name: value}
@@ -313,14 +314,27 @@ def _with_policy_kwarg(expression: str | dict[str, Any] | None, name: str, value
 def apply_values(entry: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """
     A copy of ``entry`` with ``values`` merged in; epsilon arguments go into the epsilon callback,
-    ``n_quantiles`` into ``policy_kwargs``.
+    ``n_quantiles`` into ``policy_kwargs``, a sampled ``gamma`` also into ``replay_buffer_kwargs`` where
+    they sum n-step returns with a discount of their own (the fast entries). With parallel games a
+    sampled ``target_update_interval`` is rounded down to a multiple of ``n_envs`` (at least ``n_envs``):
+    SB3 syncs every
+    ``interval // n_envs`` vector steps, so this is the interval that trains, and ``best.yml`` says it.
+    Values keep SB3's units (``train_freq`` in vector steps), so both trainers read the entry alike.
     """
     entry = copy.deepcopy(entry)
     eps = {k: v for k, v in values.items() if k in EPSILON_KEYS}
     entry.update({k: v for k, v in values.items() if k not in EPSILON_KEYS and k not in POLICY_KEYS})
+    n_envs = int(entry.get("n_envs", 1))
+    if n_envs > 1 and "target_update_interval" in values:
+        entry["target_update_interval"] = max(int(values["target_update_interval"]) // n_envs, 1) * n_envs
     for name in POLICY_KEYS:
         if name in values:
-            entry["policy_kwargs"] = _with_policy_kwarg(entry.get("policy_kwargs"), name, values[name])
+            entry["policy_kwargs"] = _with_kwarg(entry.get("policy_kwargs"), name, values[name])
+    buffer_kwargs = entry.get("replay_buffer_kwargs")
+    names_gamma = "gamma" in buffer_kwargs if isinstance(buffer_kwargs, dict) else \
+        bool(buffer_kwargs) and re.search(r"\bgamma\s*=", str(buffer_kwargs)) is not None
+    if "gamma" in values and names_gamma:
+        entry["replay_buffer_kwargs"] = _with_kwarg(buffer_kwargs, "gamma", values["gamma"])  # n-step sums
     if eps:
         callbacks = _callback_entries(entry)
         for i, item in enumerate(callbacks):

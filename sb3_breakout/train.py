@@ -40,6 +40,7 @@ from sb3_breakout.atomic_write import OutputNotWritten
 from sb3_breakout.callbacks import RunningRewardCallback
 from sb3_breakout.cli import OneLineArgumentParser
 from sb3_breakout.envs import ENV_ID
+from sb3_breakout.precision import record_choice
 from sb3_breakout.threads import AdaptiveThreadsCallback
 
 
@@ -52,10 +53,12 @@ class BreakoutExperimentManager(ExperimentManager):
     """
 
     def __init__(self, *args: Any, profile: str | None = None, resume_dir: Path | None = None,
-                 entry: dict[str, Any] | None = None, run_dir: Path | None = None, **kwargs: Any) -> None:
+                 entry: dict[str, Any] | None = None, run_dir: Path | None = None,
+                 trained_schedule: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.profile = profile
         self.entry = entry
+        self.trained_schedule = trained_schedule or {}
         self.resume_dir = resume_dir
         run_dir = resume_dir if resume_dir is not None else run_dir
         if run_dir is not None:  # a resumed run (appending to its Monitor files) or a folder made for this run
@@ -77,8 +80,9 @@ class BreakoutExperimentManager(ExperimentManager):
             hyperparams["env_kwargs"] = {**hyperparams.get("env_kwargs", {}), **self.env_kwargs}
         if self._eval_env_kwargs_args is None:  # the eval env (--eval-freq) plays the same games
             self.eval_env_kwargs = dict(hyperparams.get("env_kwargs", {}))
-        # config.yml keeps the recipe in agent steps; the model gets SB3's vector-step numbers (n_envs > 1)
-        return parallel.per_vector_step(hyperparams), dict(sorted(hyperparams.items()))
+        # the entry's values are SB3's (sb3_breakout.parallel); a resumed run goes on with the schedule its
+        # checkpoint's model trained with (runs of earlier versions had train_freq rewritten for n_envs)
+        return {**hyperparams, **self.trained_schedule}, dict(sorted(hyperparams.items()))
 
     def create_envs(self, n_envs: int, eval_env: bool = False, no_log: bool = False):
         if self.resume_dir is not None and not eval_env:
@@ -97,6 +101,7 @@ class BreakoutExperimentManager(ExperimentManager):
         """
         final = Path(self.save_path) / f"{self.env_name}.zip"
         tmp = Path(self.save_path) / f".{self.env_name}.tmp.zip"
+        record_choice(model)  # bf16="auto": the zip says which precision the run trained in
         try:
             model.save(tmp)
         except OSError as exc:
@@ -358,7 +363,11 @@ def build_run(args: argparse.Namespace, entry: dict[str, Any], resume_dir: Path 
         entry=entry,
         resume_dir=resume_dir,
         run_dir=fresh,
+        trained_schedule=ckpt.saved_schedule(checkpoint) if checkpoint is not None else None,
     )
+    line = parallel.describe_schedule({**entry, **exp_manager.trained_schedule})
+    if line:
+        print(line)
     if resume_dir is None:
         print(f"Training {args.algo} on {args.env} (profile {args.profile or cfg.DEFAULT_PROFILE}), seed {args.seed}")
     model, _ = exp_manager.setup_experiment()

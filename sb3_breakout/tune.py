@@ -13,7 +13,11 @@ entry (so NatureCNN, the compact replay buffer, the penalty wrapper and the epsi
 builds the model through RL Zoo's ``ExperimentManager`` (:class:`TrialExperimentManager`), trains
 ``--n-timesteps`` agent steps and evaluates ``--n-evaluations`` times on full games with epsilon
 0.05 (RL Zoo's ``TrialEvalCallback``, which reports to the pruner); its value is the mean game score
-of the last evaluation. At the end the log folder ``<log>/<study>/`` holds ``best.yml`` (the best
+of the last evaluation. While a trial runs, plain flushed lines on stdout, each naming the trial,
+show its agent steps (every 10% of them and at least every ``--progress-interval`` seconds, with the
+time left), each evaluation as it starts and the mean score it reported to the pruner
+(:class:`sb3_breakout.trials.TrialProgress`); ``-P`` shows SB3's progress bar instead of the step
+lines. At the end the log folder ``<log>/<study>/`` holds ``best.yml`` (the best
 trial as a complete RL Zoo entry for ``BreakoutNoFrameskip-v4``), ``trials.csv`` and two plots.
 
 Several workers (processes, machines) share one study: each runs this same command with the same
@@ -41,6 +45,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import re
 import sys
 import time
@@ -151,7 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="PyTorch device: auto, cpu, cuda")
     parser.add_argument("--num-threads", type=int, default=-1, help="torch CPU threads (default: torch's)")
     parser.add_argument("-P", "--progress", action=argparse.BooleanOptionalAction, default=False,
-                        help="SB3's progress bar during each trial (default: off)")
+                        help="SB3's progress bar during each trial instead of its step lines (default: off: "
+                        "plain lines, on a terminal too)")
+    parser.add_argument("--progress-interval", type=float, default=300.0, metavar="SECONDS",
+                        help="a line with a trial's agent steps and time left every 10%% of its steps and at "
+                        "least every SECONDS seconds (default: 300; 0: only every 10%%)")
     parser.add_argument("--verbose", type=int, default=0, help="SB3 verbosity in trials (default: 0)")
     return parser
 
@@ -180,6 +189,8 @@ def check_args(args: argparse.Namespace) -> None:
         ("grace_period", args.grace_period is None or args.grace_period > args.heartbeat_interval,
          f"must be larger than --heartbeat-interval ({args.heartbeat_interval})"),
         ("max_retry", args.max_retry >= 0, "must be >= 0"),
+        ("progress_interval", math.isfinite(args.progress_interval) and args.progress_interval >= 0,
+         "must be >= 0 seconds (0: a line every 10% of a trial's steps only)"),
         ("seed", args.seed < 2**31, "must be < 2**31 (trial n trains with seed+n), or -1 for random seeds"),
     ]
     for name, ok, rule in checks:

@@ -173,22 +173,33 @@ def run_sb3_zoo(warmup: int, steps: int, algo: str = "dqn") -> float:
 
 def run_ours(warmup: int, steps: int, overrides: dict, algo: str = "dqn") -> tuple[float, str]:
     """
-    sb3_breakout's default YAML entry of ``algo``, built by the training CLI's ExperimentManager (which
-    rewrites ``train_freq``/``gradient_steps`` for ``n_envs`` games, :mod:`sb3_breakout.parallel`).
+    A YAML entry of ``algo`` (the default one, or ``overrides["profile"]``'s), built by the training CLI's
+    ExperimentManager with ``overrides`` on top. A row that plays ``n_envs`` games writes ``train_freq``
+    in SB3's vector steps so that it keeps one update per 4 agent steps (:mod:`sb3_breakout.parallel`).
+    A profile's entry is timed as shipped but for the replay size (``--buffer-size``) and learning from
+    the start (``learning_starts`` 32: every timed step is in the learning phase).
 
-    :return: agent steps/s and a note (the ``bf16: auto`` choice, if any).
+    :return: agent steps/s and a note (the ``bf16: auto`` choice, the games' schedule).
     """
     import argparse as ap
     import tempfile
 
     from sb3_breakout.callbacks import LinearEpsilonCallback
     from sb3_breakout.config import default_config
+    from sb3_breakout.parallel import vector_step_schedule
     from sb3_breakout.train import BreakoutExperimentManager
 
+    overrides = dict(overrides)
+    profile = overrides.pop("profile", None)
+    if profile is not None:
+        overrides["learning_starts"] = BATCH
+    elif int(overrides.get("n_envs", 1)) > 1:  # the recipe's one update per 4 agent steps, in SB3's units
+        train_freq, gradient_steps = vector_step_schedule(4, 1, int(overrides["n_envs"]))
+        overrides.update(train_freq=train_freq, gradient_steps=gradient_steps)
     with tempfile.TemporaryDirectory() as log:
         exp = BreakoutExperimentManager(ap.Namespace(), algo, "BreakoutNoFrameskip-v4", log, seed=0, verbose=0,
                                         n_timesteps=warmup + steps, eval_freq=-1,
-                                        hyperparams={"buffer_size": BUFFER, **overrides},
+                                        hyperparams={"buffer_size": BUFFER, **overrides}, profile=profile,
                                         device=DEVICE, config=str(default_config(algo)))
         model, _ = exp.setup_experiment()
         touch_buffer(model.replay_buffer)
@@ -202,7 +213,7 @@ def run_ours(warmup: int, steps: int, overrides: dict, algo: str = "dqn") -> tup
                                           f"({choice.fp32_s * 1e3:.0f} vs {choice.bf16_s * 1e3:.0f} ms)")
         if model.n_envs > 1:
             note = (f"{model.n_envs} games: train_freq {model.train_freq.frequency}, "
-                    f"gradient_steps {model.gradient_steps}")
+                    f"gradient_steps {model.gradient_steps}" + (f"; {note}" if note else ""))
         model.env.close()
         return rate, note
 
@@ -315,6 +326,13 @@ def _timed(fn) -> float:
 
 # ---------------------------------------------------------------- driver
 NATURE = "importlib.import_module('sb3_breakout.torch_layers').NatureCNN"
+# the fast entries as they were before they took the speed settings: one game (train_freq 4), fp32
+ONE_GAME_FP32 = {"n_envs": 1, "train_freq": 4, "gradient_steps": 1, "policy_kwargs": (
+    f"dict(features_extractor_class={NATURE}, net_arch=[], features_extractor_kwargs=dict(bf16=False), "
+    "optimizer_kwargs=dict(fused=True))")}
+ONE_GAME_FP32_QR = {**ONE_GAME_FP32, "policy_kwargs": (
+    f"dict(features_extractor_class={NATURE}, net_arch=[], n_quantiles=200, "
+    "features_extractor_kwargs=dict(bf16=False), optimizer_kwargs=dict(eps=0.01 / 32, fused=True))")}
 CONFIGS = {
     "a": ("notebook loop (lists, per-step tensors)", None),
     "b": ("plain SB3 DQN, RL Zoo Atari settings", None),
@@ -338,10 +356,16 @@ CONFIGS = {
         {"sb3_breakout.vector_env.ale_vector_backend": {"num_threads": 0}}]}) for n in (1, 4, 8)},
     "c-gpu-frames": ("  default, replay frames in GPU memory", {"replay_buffer_class": (
         "importlib.import_module('sb3_breakout.device_buffer').DeviceFrameStackReplayBuffer")}),
+    "c-fast": ("  dqn.yml fast entry as shipped", {"profile": "fast"}),
+    "c-fast-before": ("  dqn.yml fast entry, 1 game, fp32 (before)", {"profile": "fast", **ONE_GAME_FP32}),
     "b-qr": ("plain sb3-contrib QR-DQN, RL Zoo Atari", None),
     "c-qr": ("sb3_breakout QR-DQN (hyperparams/qrdqn.yml)", {}),
+    "c-qr-fast": ("  qrdqn.yml fast entry as shipped", {"profile": "fast"}),
+    "c-qr-fast-before": ("  qrdqn.yml fast entry, 1 game, fp32 (before)", {"profile": "fast", **ONE_GAME_FP32_QR}),
+    "c-qr-fast-ale": ("  qrdqn.yml fast entry on ALE's vector env", {"profile": "fast", "vec_env_wrapper": [
+        {"sb3_breakout.vector_env.ale_vector_backend": {"num_threads": 0}}]}),
 }
-QRDQN_ROWS = ("b-qr", "c-qr")
+QRDQN_ROWS = ("b-qr", "c-qr", "c-qr-fast", "c-qr-fast-before", "c-qr-fast-ale")
 CPU_ONLY_ROWS = ("a",)  # the notebook loop runs on the CPU
 CUDA_ONLY_ROWS = ("c-gpu-frames",)  # frames in GPU memory: nothing to time on the CPU
 

@@ -98,7 +98,10 @@ BAD = [
     ("train", "-params env_kwargs:5", ["env_kwargs=5 is not allowed", "mapping"]),
     ("train", "--num-threads 100000000", ["--num-threads=100000000", "at most"]),
     # env, algorithm, profile
-    ("train", "--env BreakoutNoFrameskip-v5", ["no entry 'BreakoutNoFrameskip-v5'"]),
+    ("train", "--env BreakoutNoFrameskip-v5", ["no entry for env 'BreakoutNoFrameskip-v5'",
+                                                "env ids there: BreakoutNoFrameskip-v4"]),
+    ("train", "--env PongNoFrameskip-v4 --profile fast", ["'PongNoFrameskip-v4'", "ids there: BreakoutNoFrameskip-v4"]),
+    ("train", "--algo qrdqn --env PongNoFrameskip-v4", ["'PongNoFrameskip-v4'", "ids there: BreakoutNoFrameskip-v4"]),
     ("train", "--env-kwargs junk", ["--env-kwargs", "'junk' is not KEY:VALUE"]),
     ("train", "--env-kwargs foo:1", ["env_kwargs", "'foo'", "not accepted"]),
     ("train", "--env-kwargs frameskip:-1", ["env_kwargs", "frameskip", "-1", "not accepted"]),

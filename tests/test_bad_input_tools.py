@@ -70,7 +70,7 @@ BAD = [
     ("evaluate", "{w}/run/" + ENV + ".zip --load-checkpoint 1000", ["needs a run folder"]),
     ("evaluate", "{w}/run/0.monitor.csv", ["0.monitor.csv", "not a model .zip"]),
     ("evaluate", "{w}/run --env Breakot-v4", ["--env 'Breakot-v4' does not match the run's env", ENV]),
-    ("evaluate", "{w}/notzip.zip --env Breakot-v4", ["no entry 'Breakot-v4'"]),
+    ("evaluate", "{w}/notzip.zip --env Breakot-v4", ["no entry for env 'Breakot-v4'"]),
     ("evaluate", "{w}/empty --env Breakot-v4", ["Breakot-v4_<id>"]),
     ("evaluate", "{w}/run --profile deepmnd", ["--profile 'deepmnd' does not match the run's profile",
                                                "'deepmind'"]),
@@ -180,7 +180,7 @@ BAD = [
     ("plot", "{w}/badmon -o {w}/existing.png", ["is damaged"]),  # the earlier plot keeps its bytes
     # ---------------------------------------------------------------- tune: entry, search space
     ("tune", "--algo dqnn", ["--algo 'dqnn' is not allowed", "dqn, qrdqn"]),
-    ("tune", "--env Breakot-v4", ["no entry 'Breakot-v4'"]),
+    ("tune", "--env Breakot-v4", ["no entry for env 'Breakot-v4'", "env ids there: BreakoutNoFrameskip-v4"]),
     ("tune", "--profile deepmnd", ["'BreakoutNoFrameskip-v4-deepmnd'", "profiles there: deepmind"]),
     ("tune", "-conf {w}/nowhere.yml", ["cannot read config file '{w}/nowhere.yml'"]),
     ("tune", "-conf {w}/a_file", ["config file '{w}/a_file' must map entry names"]),

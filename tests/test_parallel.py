@@ -1,4 +1,7 @@
-"""Parallel games (n_envs > 1) keep the recipe counted in agent steps: updates, target syncs, epsilon, resume."""
+"""
+Parallel games (n_envs > 1): train_freq in SB3's unit (vector steps), the same updates under both trainers;
+target syncs, epsilon and resume counted in agent steps; runs of the older rewriting resume as trained.
+"""
 
 import argparse
 import re
@@ -12,7 +15,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from conftest import ENV, run_cli, small_entry, write_conf
 from sb3_breakout.callbacks import NotebookEpsilonSchedule
 from sb3_breakout.config import ConfigError
-from sb3_breakout.parallel import check_parallel, per_vector_step, vector_step_schedule
+from sb3_breakout.parallel import agent_steps_per_update, check_parallel, describe_schedule, vector_step_schedule
 from sb3_breakout.train import BreakoutExperimentManager
 
 
@@ -23,8 +26,19 @@ def test_one_update_per_four_transitions_whatever_n_envs(n_envs, expected):
     assert (train_freq, gradient_steps) == expected
     assert gradient_steps / (train_freq * n_envs) == 1 / 4  # updates per transition, as with one game
     assert vector_step_schedule(4, -1, 2) == (1, 2)  # -1: one update per agent step
-    entry = per_vector_step({"n_envs": n_envs, "train_freq": 4, "gradient_steps": 1})
-    assert (entry["train_freq"], entry["gradient_steps"]) == expected
+    entry = {"n_envs": n_envs, "train_freq": train_freq, "gradient_steps": gradient_steps}
+    assert agent_steps_per_update(entry) == 4
+
+
+def test_train_freq_is_read_in_vector_steps():
+    """The unit SB3 and rl_zoo3.train use: 4 games with train_freq 4 update once per 16 agent steps."""
+    assert agent_steps_per_update({"n_envs": 4, "train_freq": 4}) == 16
+    assert agent_steps_per_update({"n_envs": 4, "train_freq": [1, "step"], "gradient_steps": 1}) == 4
+    assert agent_steps_per_update({"train_freq": 4}) == 4 and agent_steps_per_update({}) == 4
+    assert agent_steps_per_update({"n_envs": 2, "train_freq": [1, "episode"]}) is None
+    assert describe_schedule({"n_envs": 1, "train_freq": 4}) is None
+    assert describe_schedule({"n_envs": 4, "train_freq": 1, "gradient_steps": 1}) == (
+        "4 games: train_freq 1 vector steps (SB3's unit), gradient_steps 1: one update per 4 agent steps")
 
 
 def test_target_interval_not_a_multiple_of_n_envs_is_refused(tmp_path):
@@ -60,8 +74,9 @@ class Probe(BaseCallback):
 
 
 def test_four_games_train_as_one_in_agent_steps(tmp_path):
-    """2,000 agent steps with 4 games: the same updates, target syncs and epsilon as the recipe with one."""
-    conf = write_conf(tmp_path, small_entry(n_envs=4, target_update_interval=400))
+    """2,000 agent steps with 4 games and train_freq 1 (vector steps): the same updates, target syncs and
+    epsilon as the recipe with one game and train_freq 4."""
+    conf = write_conf(tmp_path, small_entry(n_envs=4, train_freq=1, target_update_interval=400))
     threads = th.get_num_threads()
     th.set_num_threads(1)
     try:
@@ -81,13 +96,50 @@ def test_four_games_train_as_one_in_agent_steps(tmp_path):
     schedule = NotebookEpsilonSchedule(random_steps=200, decay_steps=2_000, initial_eps=1.0, final_eps=0.1)
     for step in (100, 196, 200, 1000, 1996):
         assert probe.eps[step] == pytest.approx(schedule.value(step), abs=1e-9), step
-    # the run's config.yml keeps the recipe (agent steps), not SB3's vector-step numbers
+    # the run's config.yml keeps the entry as written: the numbers the model trained with
     saved = yaml.safe_load((tmp_path / "logs" / "dqn" / f"{ENV}_1" / ENV / "config.yml").read_text())
-    assert saved["train_freq"] == 4 and saved["gradient_steps"] == 1
+    assert saved["train_freq"] == 1 and saved["gradient_steps"] == 1
+
+
+def test_both_trainers_make_the_same_updates_from_one_file(tmp_path):
+    """One YAML, two trainers: a 4-game entry gives the same update count under sb3_breakout.train and
+    rl_zoo3.train (before, this package rewrote train_freq for n_envs in its own trainer only: 450 updates
+    against 113 from one file)."""
+    conf = write_conf(tmp_path, small_entry(n_envs=4, train_freq=1, target_update_interval=400,
+                                            learning_starts=200))
+    ours = run_cli(["-m", "sb3_breakout.train", "-conf", str(conf), "-n", "2000", "--seed", "0", "-f", "ours",
+                    "--num-threads", "1"], cwd=tmp_path)
+    assert ours.returncode == 0, ours.stderr[-3000:]
+    assert "4 games: train_freq 1 vector steps (SB3's unit), gradient_steps 1: one update per 4 agent steps" \
+        in ours.stdout
+    zoo = run_cli(["-m", "rl_zoo3.train", "--algo", "dqn", "--env", ENV, "-conf", str(conf), "-n", "2000",
+                   "--seed", "0", "-f", "zoo", "--eval-freq", "-1", "--num-threads", "1"], cwd=tmp_path)
+    assert zoo.returncode == 0, zoo.stderr[-3000:]
+    counts = [DQN.load(tmp_path / folder / "dqn" / f"{ENV}_1" / f"{ENV}.zip", device="cpu")._n_updates
+              for folder in ("ours", "zoo")]
+    assert counts[0] == counts[1] == len(range(204, 2001, 4)) == 450  # num_timesteps > 200, every 4 agent steps
+
+
+def test_a_run_of_the_older_rewriting_resumes_as_it_was_trained(tmp_path):
+    """Runs of earlier versions say train_freq 4 with 4 games in config.yml and trained with SB3's 1 (the
+    package rewrote it): a resume goes on with the checkpoint model's schedule, not 4x fewer updates."""
+    conf = write_conf(tmp_path, small_entry(n_envs=4, train_freq=1, target_update_interval=400))
+    first = run_cli(["-m", "sb3_breakout.train", "-conf", str(conf), "-n", "1000", "--seed", "0", "-f", "logs",
+                     "--save-freq", "1000", "--num-threads", "1"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "logs" / "dqn" / f"{ENV}_1"
+    config = run / ENV / "config.yml"
+    config.write_text(config.read_text().replace("train_freq: 1", "train_freq: 4"))  # as the older version wrote
+    second = run_cli(["-m", "sb3_breakout.train", "--resume", str(run), "-n", "2000", "--num-threads", "1"],
+                     cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    model = DQN.load(run / f"{ENV}.zip", device="cpu")
+    assert (model.train_freq.frequency, model.gradient_steps) == (1, 1)
+    assert model._n_updates == 492  # as an uninterrupted run: one update per 4 agent steps after step 32
 
 
 def test_resume_of_a_four_game_run_keeps_the_ratio(tmp_path):
-    conf = write_conf(tmp_path, small_entry(n_envs=4, target_update_interval=400))
+    conf = write_conf(tmp_path, small_entry(n_envs=4, train_freq=1, target_update_interval=400))
     first = run_cli(["-m", "sb3_breakout.train", "-conf", str(conf), "-n", "1000", "--seed", "0", "-f", "logs",
                      "--save-freq", "1000", "--num-threads", "1"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -101,7 +153,7 @@ def test_resume_of_a_four_game_run_keeps_the_ratio(tmp_path):
     assert re.findall(r"frame count (\d+)", second.stdout) == ["1500", "2000"], second.stdout[-2000:]
     model = DQN.load(run / f"{ENV}.zip", device="cpu")
     assert model.num_timesteps == 2000
-    assert (model.train_freq.frequency, model.gradient_steps) == (1, 1)  # rewritten once, not twice
+    assert (model.train_freq.frequency, model.gradient_steps) == (1, 1)
     assert model._n_updates == 492  # as an uninterrupted run of one game
     games = sum(len((run / f"{i}.monitor.csv").read_text().splitlines()) - 2 for i in range(4))
     assert games >= 4  # four Monitor files, appended to by the resumed run

@@ -26,6 +26,20 @@ def test_search_space_is_narrowed_fixed_and_dropped_from_yaml(tmp_path):
     assert eps == dict(random_steps=7, decay_steps=1_000_000, initial_eps=1.0, final_eps=0.02)
 
 
+@pytest.mark.parametrize("algo", ["dqn", "qrdqn"])
+def test_a_sampled_gamma_and_interval_train_as_written_in_the_fast_entries(algo):
+    """The fast entries sum 3-step returns with a discount of their own and play 4 games: a sampled gamma goes
+    into both places (the learner refuses two discounts), a target interval becomes the multiple of 4 SB3 keeps."""
+    entry = cfg.load_entry(cfg.default_config(algo), ENV, "fast")
+    merged = ss.apply_values(entry, {"gamma": 0.97, "target_update_interval": 1003, "train_freq": 2})
+    assert merged["gamma"] == 0.97 and merged["replay_buffer_kwargs"] == "dict(n_steps=3, gamma=0.97)"
+    assert merged["target_update_interval"] == 1000 and merged["train_freq"] == 2  # train_freq: SB3's unit, as is
+    cfg.validate_entry(merged, algo)
+    assert ss.apply_values({"replay_buffer_kwargs": {"n_steps": 3, "gamma": 0.99}}, {"gamma": 0.9})[
+        "replay_buffer_kwargs"] == {"n_steps": 3, "gamma": 0.9}
+    assert ss.apply_values(entry, {"target_update_interval": 2})["target_update_interval"] == 4  # at least n_envs
+
+
 @pytest.mark.parametrize("text, message", [
     ("gamma: {low: 0.9, high: 1.5}", "gamma high=1.5"),
     ("learning_rate: {low: 1.0e-3, high: 1.0e-5, log: true}", "low=0.001 is larger than high=1e-05"),

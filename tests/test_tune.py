@@ -5,6 +5,7 @@ with SIGKILL), and the YAML it writes trained by both training CLIs.
 """
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -90,9 +91,17 @@ def assert_exactly(study: optuna.Study, n: int) -> tune.TrialCounts:
     return counts
 
 
+#: A worker's line for a finished trial, and its progress lines while a trial runs.
+TRIAL_DONE = re.compile(r"^trial (\d+) (COMPLETE|PRUNED|FAIL)\b")
+STEP_LINE = re.compile(r"^trial (\d+): step ([\d,]+)/([\d,]+) \((\d+)%\), .*elapsed \d+:\d\d:\d\d, ETA \d+:\d\d:\d\d")
+EVALUATING = re.compile(r"^trial (\d+): evaluating at step ([\d,]+) \((\d+) games?\)\.\.\.$")
+EVALUATED = re.compile(r"^trial (\d+): evaluation (\d+)/(\d+) at step ([\d,]+): mean score (-?\d+\.\d\d) over "
+                       r"(\d+) games? in \d+ s, reported to the pruner; elapsed \d+:\d\d:\d\d, ETA \d+:\d\d:\d\d$")
+
+
 def trial_lines(*outputs: str) -> list[int]:
-    """Numbers of the trials the workers report as run by them."""
-    return [int(line.split()[1]) for out in outputs for line in out.splitlines() if line.startswith("trial ")]
+    """Numbers of the trials the workers report as run (finished) by them."""
+    return [int(m[1]) for out in outputs for line in out.splitlines() if (m := TRIAL_DONE.match(line))]
 
 
 def run_two_workers(folder: Path, args: list[str], timeout: float = 240) -> tuple[str, str]:
@@ -154,6 +163,41 @@ def test_study_writes_yaml_csv_and_plots(sqlite_run):
     assert len(best.user_attrs["eval_scores"]) == 2 and best.value == best.user_attrs["eval_scores"][-1]
 
 
+def test_each_trial_prints_its_steps_and_the_scores_reported_to_the_pruner(sqlite_run):
+    """
+    stdout a pipe: each trial's lines, in order and before its COMPLETE line, show its agent steps (every
+    10%, with the time left), each evaluation as it starts, and the mean score it reported to the pruner,
+    the very value Optuna stored as the trial's intermediate value of that evaluation.
+    """
+    folder, result = sqlite_run
+    lines = result.stdout.splitlines()
+    study = sqlite_study(folder)
+    assert len(study.trials) == 3
+    for trial in study.trials:
+        n = trial.number
+        mine = [line for line in lines if line.startswith((f"trial {n}:", f"trial {n} "))]
+        assert TRIAL_DONE.match(mine[-1]) and mine[-1].startswith(f"trial {n} COMPLETE"), mine
+        assert mine[0] == f"trial {n}: training 300 agent steps, 2 evaluations of 1 game", mine
+        steps, reported, last_step = [], {}, 0
+        for before, line in zip(mine[:-2], mine[1:-1], strict=True):
+            if m := STEP_LINE.match(line):
+                step = int(m[2].replace(",", ""))
+                assert m[3] == "300" and step > last_step, line
+                steps.append(step)
+                last_step = step
+            elif m := EVALUATED.match(line):
+                index, step = int(m[2]), int(m[4].replace(",", ""))
+                assert EVALUATING.match(before) and f"at step {m[4]} " in before, (before, line)
+                assert index == len(reported) + 1 and m[3] == "2" and m[6] == "1", line
+                assert step == last_step, line  # at the step line just printed (its 50% / 100%)
+                reported[index] = m[5]
+            else:
+                assert EVALUATING.match(line), line
+        assert steps == [30 * k for k in range(1, 11)], mine
+        assert reported == {step: f"{value:.2f}" for step, value in trial.intermediate_values.items()}, mine
+        assert sorted(reported) == [1, 2] and float(reported[2]) == trial.value
+
+
 def test_best_yaml_trains_with_both_clis(sqlite_run, tmp_path):
     folder, _ = sqlite_run
     best = folder / "logs" / STUDY / "best.yml"
@@ -182,6 +226,7 @@ def test_running_again_joins_the_study(sqlite_run, tmp_path):
     (["--sampler", "annealing"], ["'annealing'", "tpe, random, cmaes, qmc, gp"]),
     (["--storage", "postgresql//127.0.0.1/optuna"], ["'postgresql//127.0.0.1/optuna'", "postgresql://"]),
     (["--search-space", "BAD"], ["'learning_rat'", "learning_rate"]),
+    (["--progress-interval", "-1"], ["--progress-interval=-1.0", "must be >= 0 seconds"]),
 ])
 def test_bad_input_is_one_line_exit_2_and_the_study_is_untouched(sqlite_run, bad, message):
     folder, _ = sqlite_run
