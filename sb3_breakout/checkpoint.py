@@ -292,6 +292,7 @@ class CheckpointCallback(BaseCallback):
         self._signal: int | None = None
         self._previous_handlers: dict[int, Any] = {}
         self._was_solved = True  # set from the running reward at the start of training
+        self._precision_recorded = False
         self._pin = False
 
     # -- signals
@@ -329,6 +330,8 @@ class CheckpointCallback(BaseCallback):
     # SB3 stores a step's transition and runs DQN._on_step *after* the callbacks' on_step, and the
     # gradient step after the rollout: the state is whole only at the start of the next rollout.
     def _on_rollout_start(self) -> None:
+        if not self._precision_recorded:  # bf16="auto": into policy_kwargs once measured (any zip says it)
+            self._precision_recorded = record_choice(self.model) is not None
         written = None
         if self._pending or self._signal is not None:
             written = self.save()

@@ -327,8 +327,8 @@ def portable_path(path: Path) -> str:
     """``path`` relative to the working folder when it lies below it (an evaluation JSON kept in a
     repository then names no folder of the machine that wrote it), else as given."""
     try:
-        return Path(os.path.relpath(Path(path).resolve(), Path.cwd().resolve())).as_posix() \
-            if Path(path).resolve().is_relative_to(Path.cwd().resolve()) else str(path)
+        absolute, here = Path(os.path.abspath(path)), Path(os.path.abspath(os.getcwd()))
+        return absolute.relative_to(here).as_posix() if absolute.is_relative_to(here) else str(path)
     except (OSError, ValueError):
         return str(path)
 

@@ -90,8 +90,8 @@ def describe_schedule(entry: dict[str, Any]) -> str | None:
     per_update = agent_steps_per_update(entry)
     if n_envs <= 1 or per_update is None:
         return None
-    return (f"{n_envs} games: train_freq {entry.get('train_freq', 4)} vector steps (SB3's unit), gradient_steps "
-            f"{entry.get('gradient_steps', 1)}: one update per {float(per_update):g} agent steps")
+    return (f"{n_envs} games: train_freq {_train_freq_steps(entry.get('train_freq', 4))} vector steps (SB3's unit), "
+            f"gradient_steps {entry.get('gradient_steps', 1)}: one update per {float(per_update):g} agent steps")
 
 
 def check_parallel(entry: dict[str, Any]) -> None:

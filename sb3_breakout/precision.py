@@ -13,10 +13,12 @@ What is timed: one update of batch 32 on a copy of the features extractor with a
 forward and backward, a target forward without gradients, Huber loss, Adam step), alternating the two
 precisions so that a machine that gets busier or quieter during the measurement slows both alike;
 the median of each is compared. The copy is thrown away: the network's weights are untouched.
-The choice is made once per process and configuration (device, frame shape, width, memory format,
-torch threads), so a Q-network and its target network always run in the same precision; an extractor
-asks again when torch's thread count changes (``--num-threads auto`` probes 1, half and all cores),
-which costs one measurement (~1 s) per thread count in a run.
+The choice is made once per process and configuration (device, frame shape, width, memory format),
+at the torch thread count of that moment, so a Q-network and its target network always run in the same
+precision and a run keeps one precision while ``--num-threads auto`` tries other thread counts. It is
+written into the saved zips (:func:`record_choice`): a resumed run, ``evaluate``, ``record`` and
+``rl_zoo3 enjoy`` build the network in it without measuring again, on whatever device they run (a
+bf16 choice made on a GPU stays bf16 on a CPU, where it may be slower: pin ``bf16=False`` there).
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def choose_bf16(extractor: nn.Module, obs_shape: tuple[int, ...], device: th.dev
     :param verbose: print the choice and both timings (one line).
     """
     threads = th.get_num_threads()
-    key = (str(device), tuple(obs_shape), extractor.features_dim, getattr(extractor, "channels_last", None), threads)
+    key = (str(device), tuple(obs_shape), extractor.features_dim, getattr(extractor, "channels_last", None))
     if key not in _CHOICES:
         fp32_s, bf16_s = time_updates(extractor, obs_shape, device)
         _CHOICES[key] = choice = PrecisionChoice(prefer_bf16(fp32_s, bf16_s), fp32_s, bf16_s, str(device), threads)
@@ -141,14 +143,16 @@ def record_choice(model) -> bool | None:
     the run trained in: ``--resume``, ``evaluate``, ``record`` and ``rl_zoo3 enjoy`` build the network from
     the zip's ``policy_kwargs`` and do not measure again. One run keeps one precision.
 
-    Call it before saving; it does nothing until the network has measured (its first forward pass), or
-    when the precision was given as True or False.
+    Call it before saving (and as soon as the network has measured, so that a zip saved by other code,
+    RL Zoo's ``best_model.zip``, says it too); it does nothing until the network has measured (its first
+    forward pass), or when the precision was given as True or False.
 
     :param model: an SB3 / sb3-contrib learner whose policy holds :class:`sb3_breakout.torch_layers.NatureCNN`.
     :return: the choice written (True: bf16), or None when there was nothing to write.
     """
     chosen = [module.precision.bf16 for module in model.policy.modules()
               if getattr(module, "bf16_auto", False) and getattr(module, "precision", None) is not None]
+    # (the extractors measure once, so every save of a run writes the same choice)
     kwargs = dict(getattr(model, "policy_kwargs", None) or {})
     extractor_kwargs = dict(kwargs.get("features_extractor_kwargs") or {})
     if not chosen or extractor_kwargs.get("bf16") != "auto":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -376,7 +377,11 @@ def default_output(target: Target, folder: str, suffix: str) -> Path:
     instead, so that its evaluation, GIF and files are never overwritten.
     """
     if is_shipped(target.run_dir):
-        return SHIPPED_OUTPUTS / target.algo / target.run_dir.name / folder / f"{target.label}{suffix}"
+        output = SHIPPED_OUTPUTS / target.algo / target.run_dir.resolve().name / folder / f"{target.label}{suffix}"
+        if Path(os.path.abspath(output)).is_relative_to(target.run_dir.resolve()):
+            raise cfg.ConfigError(f"{target.run_dir} is a shipped agent and the default output {output} would be "
+                                  "inside it: run the tool from outside the folder, or give -o")
+        return output
     if target.run_dir is not None:
         return target.run_dir / folder / f"{target.label}{suffix}"
     return target.model_path.with_name(f"{target.model_path.stem}.{folder}{suffix}")

@@ -311,6 +311,15 @@ def _with_kwarg(expression: str | dict[str, Any] | None, name: str, value: Any) 
     return f"dict({expression}, {name}={value!r})"
 
 
+def _sums_n_steps(buffer_kwargs: str | dict[str, Any] | None) -> bool:
+    """Whether ``replay_buffer_kwargs`` sum n-step returns (with a discount of their own) or name a gamma."""
+    if isinstance(buffer_kwargs, dict):
+        return "gamma" in buffer_kwargs or int(buffer_kwargs.get("n_steps", 1)) > 1
+    text = str(buffer_kwargs or "")
+    steps = re.search(r"\bn_steps\s*=\s*(\d+)", text)
+    return re.search(r"\bgamma\s*=", text) is not None or (steps is not None and int(steps.group(1)) > 1)
+
+
 def apply_values(entry: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """
     A copy of ``entry`` with ``values`` merged in; epsilon arguments go into the epsilon callback,
@@ -331,9 +340,7 @@ def apply_values(entry: dict[str, Any], values: dict[str, Any]) -> dict[str, Any
         if name in values:
             entry["policy_kwargs"] = _with_kwarg(entry.get("policy_kwargs"), name, values[name])
     buffer_kwargs = entry.get("replay_buffer_kwargs")
-    names_gamma = "gamma" in buffer_kwargs if isinstance(buffer_kwargs, dict) else \
-        bool(buffer_kwargs) and re.search(r"\bgamma\s*=", str(buffer_kwargs)) is not None
-    if "gamma" in values and names_gamma:
+    if "gamma" in values and _sums_n_steps(buffer_kwargs):
         entry["replay_buffer_kwargs"] = _with_kwarg(buffer_kwargs, "gamma", values["gamma"])  # n-step sums
     if eps:
         callbacks = _callback_entries(entry)

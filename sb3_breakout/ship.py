@@ -28,13 +28,14 @@ Exit status: 0 written, 2 bad input (nothing written).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from sb3_breakout import config as cfg
-from sb3_breakout.cli import OneLineArgumentParser
+from sb3_breakout.cli import OneLineArgumentParser, check_output_folder
 from sb3_breakout.runs import SHIPPED_README, Target, add_target_arguments, target_from
 
 #: Where ``ship`` writes by default, and where the repository keeps its agent (RL Zoo's ``-f`` folder).
@@ -100,7 +101,10 @@ Trained by sb3_breakout ({target.algo}, profile `{target.profile}`), {steps:,} a
 - `{target.env_id}/config.yml`, `args.yml`: how it was trained (RL Zoo's run files).
 - `*.monitor.csv`: its training games up to this model (one file per parallel game).
 - `evaluation/final.json`: 30 games by the package's protocol (epsilon 0.05, up to 30 no-ops,
-  108,000 frames); `agent.gif`: one game.
+  108,000 frames); `agent.gif`: one game. Written once, when the agent was shipped, by
+
+      python -m sb3_breakout.evaluate {folder} -o {folder}/evaluation/final.json
+      python -m sb3_breakout.record {folder} --format gif -o {folder}/agent
 
 Watch, evaluate, record (from the repository root; outputs go to `logs/`, nothing here is overwritten):
 
@@ -128,9 +132,9 @@ def ship(target: Target, out_folder: Path, device: str = "cpu") -> Path:
         reason = " ".join(str(exc).split())[:300]
         raise cfg.ConfigError(f"cannot load {target.algo} model {target.model_path}: {type(exc).__name__}: "
                               f"{reason}") from None
+    check_output_folder(out_folder, "-o")
     dest = next_run_dir(out_folder, target.algo, target.env_id)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")  # this process's: another ship has its own
     try:
         (tmp / target.env_id).mkdir(parents=True)
         slim_save(model, tmp / f"{target.env_id}.zip")
@@ -141,7 +145,7 @@ def ship(target: Target, out_folder: Path, device: str = "cpu") -> Path:
         for csv in monitor_files(target):
             shutil.copy2(csv, tmp / csv.name)
         (tmp / SHIPPED_README).write_text(readme(target, int(model.num_timesteps), describe_source(target)))
-        tmp.rename(dest)
+        tmp.rename(dest)  # an id taken meanwhile by another ship: OSError (the folder is not empty)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -176,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     except cfg.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, an id taken meanwhile by another ship: nothing left half-written
+        print(f"error: the agent was not written into {args.output_folder}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     size = (dest / f"{target.env_id}.zip").stat().st_size
     print(f"Wrote {dest} (model {size / 1e6:.1f} MB, from {target.model_path})")
     return 0

@@ -50,9 +50,10 @@ class NatureCNN(BaseFeaturesExtractor):
       ``"auto"``: on the first forward pass (the start of training), time the update in both
       precisions on that device and keep bf16 only if it is more than 10% faster
       (:mod:`sb3_breakout.precision`; one line with both timings is printed; :attr:`precision`
-      holds them). The choice is shared by every extractor of the same configuration in the
-      process, so a Q-network and its target run alike. It is made again (once per thread count)
-      when torch's thread count changes, as ``--num-threads auto`` does while training.
+      holds them). The choice is made once per process and configuration, at the torch thread count
+      of that moment, and shared by every extractor of the same configuration, so a Q-network and
+      its target run alike and the run keeps one precision; the trainer writes it into the saved
+      zips' ``policy_kwargs`` (:func:`sb3_breakout.precision.record_choice`).
 
     :param observation_space: a 3-D ``Box`` of frames; height and width of at least 36 pixels.
     :param features_dim: width of the last (fully connected) layer, 512 in the paper.
@@ -107,8 +108,7 @@ class NatureCNN(BaseFeaturesExtractor):
             observations = observations.permute(0, 3, 1, 2)
         if self.channels_last:
             observations = observations.contiguous(memory_format=th.channels_last)
-        if self.bf16_auto and (self.precision is None or self.precision.threads != th.get_num_threads()
-                               or self.precision.device != str(observations.device)):
+        if self.bf16_auto and self.precision is None:  # measured once: the run keeps one precision
             from sb3_breakout.precision import choose_bf16
 
             self.precision = choose_bf16(self, tuple(self._observation_space.shape), observations.device)

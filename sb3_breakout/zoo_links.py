@@ -44,7 +44,7 @@ def zoo_name_step(path: str | Path) -> int | None:
     name = Path(path).name
     if name.startswith(PREFIX) and name.endswith(SUFFIX):
         digits = name[len(PREFIX): -len(SUFFIX)]
-        if digits.isdigit():
+        if digits.isascii() and digits.isdigit():
             return int(digits)
     return None
 

@@ -15,7 +15,7 @@ from sb3_contrib import QRDQN
 from conftest import ENV, run_cli
 from sb3_breakout import config as cfg
 
-MEASURED = re.compile(r"NatureCNN bf16=auto on cpu \(1 torch threads\): one update .* -> (fp32|bf16)")
+MEASURED = re.compile(r"NatureCNN bf16=auto on cpu \(\d+ torch threads\): one update .* -> (fp32|bf16)")
 
 
 @pytest.mark.parametrize("algo", ["dqn", "qrdqn"])
@@ -79,6 +79,7 @@ def test_watching_tools_work_on_a_fast_run_without_measuring_again(fast_run, tmp
     video = run_cli(["-m", "rl_zoo3.record_video", "--algo", "qrdqn", "--env", ENV, "-f", str(log_folder),
                      "--exp-id", "1", "-n", "100", "-o", str(tmp_path / "zoo_video")], cwd=tmp_path)
     assert video.returncode == 0, video.stderr[-3000:]
+    assert not MEASURED.search(video.stdout)
     assert len(list((tmp_path / "zoo_video").glob("*.mp4"))) == 1
 
 

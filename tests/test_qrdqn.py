@@ -124,7 +124,8 @@ def test_evaluate_record_and_plot_take_a_log_folder_of_both_algorithms(tiny_run,
                           "--max-frames", "2000", "-o", str(out)], cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         data = json.loads(out.read_text())
-        assert data["algo"] == algo and data["run"] == str(run) and len(data["games"]) == 2
+        assert data["algo"] == algo and len(data["games"]) == 2
+        assert data["run"] == str(run.relative_to(tmp_path))  # below the working folder: relative, as shipped
 
     gif = tmp_path / "qr.gif"
     result = run_cli(["-m", "sb3_breakout.record", str(qr_run), "--games", "1", "--max-frames", "400",
