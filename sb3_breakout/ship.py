@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from sb3_breakout import config as cfg
+from sb3_breakout import runs
 from sb3_breakout.cli import OneLineArgumentParser, check_output_folder
 from sb3_breakout.runs import SHIPPED_README, Target, add_target_arguments, target_from
 
@@ -88,12 +89,24 @@ def monitor_files(target: Target) -> list[Path]:
     return sorted(target.run_dir.glob("*.monitor.csv"))
 
 
+def training_command(target: Target) -> str:
+    """The command that trained the run, from its ``args.yml`` (algorithm, YAML profile, seed)."""
+    saved = runs.read_run_yaml(target.run_dir / target.env_id / "args.yml") \
+        if (target.run_dir / target.env_id / "args.yml").is_file() else {}
+    words = ["python -m sb3_breakout.train", f"--algo {target.algo}"]
+    if saved.get("profile"):
+        words.append(f"--profile {saved['profile']}")
+    if saved.get("seed") is not None:
+        words.append(f"--seed {saved['seed']}")
+    return " ".join(words)
+
+
 def readme(target: Target, steps: int, source: str) -> str:
     """The shipped folder's README.md: what the agent is, how it was trained, how to watch and check it."""
     folder = "<this folder>"
     return f"""# {target.algo.upper()} agent for {target.env_id}
 
-Trained by sb3_breakout ({target.algo}, profile `{target.profile}`), {steps:,} agent steps; shipped from
+Trained by sb3_breakout with `{training_command(target)}`, {steps:,} agent steps; shipped from
 `{source}` with `python -m sb3_breakout.ship`.
 
 - `{target.env_id}.zip`: the network only (the target network shares its weights, no optimizer state,
