@@ -63,9 +63,9 @@ def slim_save(model: Any, path: str | Path) -> None:
     :param path: the zip to write.
     """
     online, target = target_network(model)
-    target.load_state_dict(online.state_dict())
+    weights = online.state_dict(keep_vars=True)
     for name, tensor in target.state_dict(keep_vars=True).items():
-        tensor.data = online.state_dict(keep_vars=True)[name].data  # the same storage: saved once
+        tensor.data = weights[name].data  # the online network's storage: the same values, saved once
     optimizer = model.policy.optimizer
     optimizer.state.clear()  # Adam's moments and step counts: training state, not needed to act
     model.buffer_size = 1
