@@ -106,6 +106,31 @@ def checkpoint_models(run_dir: str | Path) -> dict[int, Path]:
     return {checkpoint_step(c): c / "model.zip" for c in list_checkpoints(run_dir) if (c / "model.zip").is_file()}
 
 
+def intact_models(run_dir: str | Path) -> dict[int, Path]:
+    """
+    The ``model.zip`` of each checkpoint whose model is whole, by step: its size and CRC-32 as its
+    manifest says (a zip test for a checkpoint written before manifests). What gets RL Zoo's names: a
+    damaged model under ``rl_model_<N>_steps.zip`` would be what ``--load-last-checkpoint`` picks.
+    Only the model is read (8-60 MB), not the replay.
+    """
+    intact = {}
+    for step, model in checkpoint_models(run_dir).items():
+        try:
+            expected = json.loads((model.parent / MANIFEST).read_text())["model.zip"]
+            whole = file_digest(model) == {"bytes": int(expected["bytes"]), "crc32": int(expected["crc32"])}
+        except FileNotFoundError:  # no manifest: an older checkpoint
+            try:
+                with zipfile.ZipFile(model) as archive:
+                    whole = archive.testzip() is None
+            except (zipfile.BadZipFile, OSError, EOFError):
+                whole = False
+        except (OSError, ValueError, KeyError, TypeError):
+            whole = False
+        if whole:
+            intact[step] = model
+    return intact
+
+
 def file_digest(file: Path) -> dict[str, int]:
     """Size and CRC-32 of a file, read in chunks (constant memory)."""
     crc = 0
@@ -307,8 +332,8 @@ class CheckpointCallback(BaseCallback):
             self.last_checkpoint = latest_valid_checkpoint(self.run_dir)[0]
         except CheckpointError:
             self.last_checkpoint = None
-        # RL Zoo's names as the checkpoints are (a kill may have left them not so)
-        zoo_links.sync(self.run_dir, checkpoint_models(self.run_dir))
+        # RL Zoo's names as the checkpoints are (a kill may have left them not so), none for a damaged model
+        zoo_links.sync(self.run_dir, intact_models(self.run_dir))
 
     # -- every step
     def _on_step(self) -> bool:

@@ -398,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     vec_env_cls = SubprocVecEnv if vec_env == "subproc" else DummyVecEnv
     make_env = partial(make_game_env, target, protocol.max_frames, protocol.noop_max, vec_env_cls=vec_env_cls)
 
-    print(f"Evaluating {target.model_path} on {target.env_id} (profile {target.profile or 'n/a'}): "
+    print(f"Evaluating {target.model_path} on {target.env_id} (profile {target.profile or 'n/a'}, "
+          f"preprocessing {target.preprocessing or 'n/a'}): "
           f"{protocol.games} games, epsilon {protocol.epsilon}, 1-{protocol.noop_max} no-ops, "
           f"<= {protocol.max_frames:,} frames, seed {protocol.seed}, {args.n_envs} env(s)", flush=True)
     start = time.perf_counter()
@@ -415,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         "env_id": target.env_id,
         "algo": target.algo,
         "profile": target.profile,
+        "preprocessing": target.preprocessing,
         "frame_stack": target.hyperparams.get("frame_stack"),
         "num_timesteps": int(getattr(model, "num_timesteps", 0)),
         "protocol": asdict(protocol),

@@ -45,6 +45,9 @@ class Target:
     :param hyperparams: the run's ``config.yml`` (or the package YAML entry of ``--profile``).
     :param env_kwargs: ``gym.make`` keyword arguments of the run (``config.yml``, then ``args.yml``).
     :param label: a short name for outputs: ``final``, ``best``, ``step_<N>`` or the zip's stem.
+    :param profile: the YAML entry it trained with (``deepmind``, ``keras``, ``fast``...): ``args.yml``'s
+        ``profile`` in a run folder of ``sb3_breakout.train`` (None in one of ``rl_zoo3.train``, whose
+        args have none), the ``--profile`` given (``deepmind`` by default) for a zip outside any run.
     """
 
     model_path: Path
@@ -54,10 +57,12 @@ class Target:
     hyperparams: dict[str, Any]
     env_kwargs: dict[str, Any]
     label: str
+    profile: str | None = None
 
     @property
-    def profile(self) -> str | None:
-        """The ``profile`` argument of the run's ``env_wrapper``, when it has one."""
+    def preprocessing(self) -> str | None:
+        """The ``profile`` argument of the run's ``env_wrapper`` (``deepmind`` or ``keras``: the
+        preprocessing, which the ``fast`` entry shares with ``deepmind``), when it has one."""
         wrappers = self.hyperparams.get("env_wrapper") or []
         for item in wrappers if isinstance(wrappers, list) else [wrappers]:
             if isinstance(item, dict):
@@ -281,14 +286,17 @@ def resolve_target(
             except cfg.ConfigError as exc:
                 raise cfg.ConfigError(f"the run file {file}: {exc}; repair it or train again") from None
         env_kwargs = {**(hyperparams.get("env_kwargs") or {}), **(saved_args.get("env_kwargs") or {})}
+        # sb3_breakout.train writes profile (None: the default entry); rl_zoo3.train has no such argument
+        profile = str(saved_args.get("profile") or cfg.DEFAULT_PROFILE) if "profile" in saved_args else None
     else:
         run_dir = None
         algo = algo or "dqn"
         hyperparams = cfg.load_entry(cfg.default_config(algo), env_id, profile)
         env_kwargs = dict(hyperparams.get("env_kwargs") or {})
+        profile = profile or cfg.DEFAULT_PROFILE
     if env_id not in gym.registry:
         raise cfg.ConfigError(f"unknown env id {env_id!r}: not registered with gymnasium")
-    return Target(model_path, run_dir, env_id, algo, hyperparams, env_kwargs, label)
+    return Target(model_path, run_dir, env_id, algo, hyperparams, env_kwargs, label, profile)
 
 
 def load_model(target: Target, device: str = "auto") -> BaseAlgorithm:
@@ -350,8 +358,10 @@ def target_from(args: argparse.Namespace) -> Target:
     if args.env is not None and target.env_id != args.env:
         raise cfg.ConfigError(f"--env {args.env!r} does not match the run's env {target.env_id!r}: leave --env "
                               "out for a run folder")
-    if args.profile is not None and target.run_dir is not None and (target.profile or "") != args.profile:
-        raise cfg.ConfigError(f"--profile {args.profile!r} does not match the run's profile {target.profile!r}: "
+    # the run's entry (args.yml); a run of rl_zoo3.train names none: its preprocessing then
+    run_profile = target.profile if target.profile is not None else target.preprocessing
+    if args.profile is not None and target.run_dir is not None and (run_profile or "") != args.profile:
+        raise cfg.ConfigError(f"--profile {args.profile!r} does not match the run's profile {run_profile!r}: "
                               "--profile is for a model zip outside any run folder")
     if args.num_threads > 0:
         th.set_num_threads(args.num_threads)

@@ -124,8 +124,8 @@ def sync(run_dir: str | Path, models: dict[int, Path]) -> None:
     naming another file (a kill between a same-step save's rename and its link). Left-over temporary
     links go too. A failure is a warning line.
 
-    :param models: each checkpoint's ``model.zip`` by step
-        (:func:`sb3_breakout.checkpoint.checkpoint_models`).
+    :param models: the ``model.zip`` by step of each checkpoint to be named; training passes those whose
+        model is whole (:func:`sb3_breakout.checkpoint.intact_models`), so a damaged one loses its name.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -4,6 +4,7 @@ precision a run measured is written into its zips and kept by --resume, evaluate
 enjoy / record_video; tune trains the entry.
 """
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -64,14 +65,17 @@ def test_the_measured_precision_is_written_into_every_zip_and_kept_on_resume(fas
 
 def test_watching_tools_work_on_a_fast_run_without_measuring_again(fast_run, tmp_path):
     log_folder = fast_run.parent.parent
-    for tool in (["-m", "sb3_breakout.evaluate", str(fast_run), "--games", "1", "--max-frames", "2000",
-                  "-o", str(tmp_path / "eval.json")],
+    for tool in (["-m", "sb3_breakout.evaluate", str(fast_run), "--profile", "fast", "--games", "1",
+                  "--max-frames", "2000", "-o", str(tmp_path / "eval.json")],
                  ["-m", "sb3_breakout.record", str(fast_run), "--max-video-frames", "20", "--format", "gif",
                   "-o", str(tmp_path / "video")]):
         result = run_cli(tool, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         assert not MEASURED.search(result.stdout)
-    assert (tmp_path / "eval.json").is_file() and (tmp_path / "video.gif").is_file()
+    assert (tmp_path / "video.gif").is_file()
+    # the entry it trained with (--profile fast names it) and its preprocessing, each under its own name
+    evaluation = json.loads((tmp_path / "eval.json").read_text())
+    assert (evaluation["profile"], evaluation["preprocessing"]) == ("fast", "deepmind")
     enjoy = run_cli(["-m", "rl_zoo3.enjoy", "--algo", "qrdqn", "--env", ENV, "-f", str(log_folder), "--exp-id", "1",
                      "--no-render", "-n", "300", "--gym-packages", "sb3_breakout"], cwd=tmp_path)
     assert enjoy.returncode == 0, enjoy.stderr[-3000:]

@@ -76,7 +76,7 @@ def test_yaml_entries_are_the_dqn_recipe_with_the_quantile_head():
 # ---------------------------------------------------------------------------- train and watch
 def test_tiny_qrdqn_run_is_found_and_loaded_like_a_dqn_run(tiny_qrdqn_run):
     target = runs.resolve_target(str(tiny_qrdqn_run))
-    assert target.algo == "qrdqn" and target.profile == "deepmind"
+    assert target.algo == "qrdqn" and (target.profile, target.preprocessing) == ("deepmind", "deepmind")
     model = runs.load_model(target, device="cpu")
     assert isinstance(model, QRDQN) and model.num_timesteps == 2000
     assert type(model).__module__ == "sb3_breakout.qrdqn"  # this package's class (its quantile loss)

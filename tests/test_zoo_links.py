@@ -18,13 +18,14 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from conftest import ENV, run_cli, small_entry, write_conf
 from sb3_breakout import config as cfg
-from sb3_breakout import runs
+from sb3_breakout import runs, zoo_links
 from sb3_breakout.callbacks import RunningRewardCallback
 from sb3_breakout.checkpoint import (
     PINNED,
     CheckpointCallback,
     checkpoint_dir,
     checkpoint_step,
+    intact_models,
     list_checkpoints,
     verify_checkpoint,
 )
@@ -147,6 +148,31 @@ def test_resume_removes_names_of_gone_checkpoints_and_makes_missing_ones(tmp_pat
     assert [checkpoint_step(c) for c in list_checkpoints(run_dir)] == [600, 900]
     assert sorted(zoo_names(run_dir)) == [600, 900]
     assert_linked(run_dir)
+
+
+def test_a_damaged_model_loses_its_name_so_the_last_checkpoint_is_a_whole_one(rotated_run, tmp_path):
+    """The names training puts at its start (zoo_links.sync of intact_models): a checkpoint whose model
+    was damaged on disk keeps its folder (resume skips it with a warning) but not RL Zoo's name, and
+    ``--load-last-checkpoint`` then finds the newest whole model."""
+    algo, logs, run_dir = rotated_run
+    copy_logs = tmp_path / "logs"
+    shutil.copytree(logs, copy_logs)  # copies: the fixture's files stay whole
+    run_copy = copy_logs / algo / run_dir.name
+    steps = sorted(checkpoint_step(c) for c in list_checkpoints(run_copy))
+    newest, before = steps[-1], steps[-2]
+    for name in run_copy.glob("rl_model_*_steps.zip"):  # copytree made copies of the names: make them links again
+        name.unlink()
+    zoo_links.sync(run_copy, intact_models(run_copy))
+    assert_linked(run_copy)
+    model = checkpoint_dir(run_copy, newest) / "model.zip"
+    with open(model, "r+b") as f:  # damaged in place: both names are this one file
+        f.truncate(model.stat().st_size // 2)
+    assert sorted(intact_models(run_copy)) == steps[:-1]
+    zoo_links.sync(run_copy, intact_models(run_copy))
+    assert sorted(zoo_names(run_copy)) == steps[:-1]
+    assert model.exists()  # the checkpoint itself is left for resume to judge and skip
+    last = Path(get_model_path(1, str(copy_logs), algo, EnvironmentName(ENV), load_last_checkpoint=True)[1])
+    assert os.path.samefile(last, checkpoint_dir(run_copy, before) / "model.zip")
 
 
 # ---------------------------------------------------------------- in one process: the callback on the real game
