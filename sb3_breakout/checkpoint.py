@@ -118,11 +118,11 @@ def intact_models(run_dir: str | Path) -> dict[int, Path]:
         try:
             expected = json.loads((model.parent / MANIFEST).read_text())["model.zip"]
             whole = file_digest(model) == {"bytes": int(expected["bytes"]), "crc32": int(expected["crc32"])}
-        except FileNotFoundError:  # no manifest: an older checkpoint
+        except FileNotFoundError:  # no manifest: an older checkpoint (or the model went meanwhile)
             try:
                 with zipfile.ZipFile(model) as archive:
                     whole = archive.testzip() is None
-            except (zipfile.BadZipFile, OSError, EOFError):
+            except Exception:  # any failure to read the zip (zlib.error, BadZipFile, OSError...) means damaged
                 whole = False
         except (OSError, ValueError, KeyError, TypeError):
             whole = False

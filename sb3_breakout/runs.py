@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,7 +258,14 @@ def resolve_target(
                 if not steps:
                     raise cfg.ConfigError(
                         f"--load-last-checkpoint: no checkpoint in {ckpt.checkpoint_root(run_dir)}")
-                load_checkpoint = steps[-1]
+                whole = ckpt.intact_models(run_dir)  # the newest whole model, as RL Zoo's names give it
+                if not whole:
+                    raise cfg.ConfigError(f"--load-last-checkpoint: no checkpoint in {ckpt.checkpoint_root(run_dir)} "
+                                          f"has a whole model (damaged: steps {', '.join(map(str, steps))})")
+                load_checkpoint = max(whole)
+                if load_checkpoint != steps[-1]:
+                    print(f"--load-last-checkpoint: step_{steps[-1]}'s model is damaged; "
+                          f"using step_{load_checkpoint}", file=sys.stderr)
             model_path = ckpt.checkpoint_dir(run_dir, load_checkpoint) / "model.zip"
             zoo_path = run_dir / f"rl_model_{load_checkpoint}_steps.zip"
             if not model_path.is_file() and zoo_path.is_file():

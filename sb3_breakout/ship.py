@@ -106,7 +106,8 @@ def readme(target: Target, steps: int, source: str) -> str:
     folder = "<this folder>"
     return f"""# {target.algo.upper()} agent for {target.env_id}
 
-Trained by sb3_breakout with `{training_command(target)}`, {steps:,} agent steps; shipped from
+Trained by sb3_breakout with `{training_command(target)}`, {steps:,} agent steps, with the
+hyperparameters in `{target.env_id}/config.yml` (the YAML entry as it was when trained); shipped from
 `{source}` with `python -m sb3_breakout.ship`.
 
 - `{target.env_id}.zip`: the network only (the target network shares its weights, no optimizer state,

@@ -142,7 +142,7 @@ def sync(run_dir: str | Path, models: dict[int, Path]) -> None:
             try:
                 path.unlink(missing_ok=True)
             except OSError as exc:
-                _warn(f"{path} (of no checkpoint) not removed", exc, "training goes on")
+                _warn(f"{path} (of no whole checkpoint) not removed", exc, "training goes on")
     for step, model in models.items():
         if not names_model(zoo_name(run_dir, step), model):
             try:

@@ -173,6 +173,16 @@ def test_a_damaged_model_loses_its_name_so_the_last_checkpoint_is_a_whole_one(ro
     assert model.exists()  # the checkpoint itself is left for resume to judge and skip
     last = Path(get_model_path(1, str(copy_logs), algo, EnvironmentName(ENV), load_last_checkpoint=True)[1])
     assert os.path.samefile(last, checkpoint_dir(run_copy, before) / "model.zip")
+    # the package's own --load-last-checkpoint (evaluate, record) agrees
+    assert os.path.samefile(runs.resolve_target(str(run_copy), load_last_checkpoint=True).model_path, last)
+    # a checkpoint written before manifests: its zip is tested instead (a flipped byte in the data)
+    older = checkpoint_dir(run_copy, before)
+    (older / "manifest.json").unlink()
+    assert before in intact_models(run_copy)
+    data = bytearray((older / "model.zip").read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    (older / "model.zip").write_bytes(bytes(data))
+    assert before not in intact_models(run_copy)
 
 
 # ---------------------------------------------------------------- in one process: the callback on the real game
