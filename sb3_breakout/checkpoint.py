@@ -106,29 +106,22 @@ def checkpoint_models(run_dir: str | Path) -> dict[int, Path]:
     return {checkpoint_step(c): c / "model.zip" for c in list_checkpoints(run_dir) if (c / "model.zip").is_file()}
 
 
+def model_is_whole(checkpoint: Path) -> bool:
+    """Whether a checkpoint's ``model.zip`` is whole (:func:`verify_checkpoint` of that file alone)."""
+    try:
+        verify_checkpoint(checkpoint, files=("model.zip",))
+        return True
+    except (CheckpointError, OSError):  # OSError: a manifest or model that cannot be read
+        return False
+
+
 def intact_models(run_dir: str | Path) -> dict[int, Path]:
     """
-    The ``model.zip`` of each checkpoint whose model is whole, by step: its size and CRC-32 as its
-    manifest says (a zip test for a checkpoint written before manifests). What gets RL Zoo's names: a
-    damaged model under ``rl_model_<N>_steps.zip`` would be what ``--load-last-checkpoint`` picks.
-    Only the model is read (8-60 MB), not the replay.
+    The ``model.zip`` of each checkpoint whose model is whole (:func:`model_is_whole`), by step. What
+    gets RL Zoo's names: a damaged model under ``rl_model_<N>_steps.zip`` would be what
+    ``--load-last-checkpoint`` picks. Only the models are read (8-60 MB each), not the replays.
     """
-    intact = {}
-    for step, model in checkpoint_models(run_dir).items():
-        try:
-            expected = json.loads((model.parent / MANIFEST).read_text())["model.zip"]
-            whole = file_digest(model) == {"bytes": int(expected["bytes"]), "crc32": int(expected["crc32"])}
-        except FileNotFoundError:  # no manifest: an older checkpoint (or the model went meanwhile)
-            try:
-                with zipfile.ZipFile(model) as archive:
-                    whole = archive.testzip() is None
-            except Exception:  # any failure to read the zip (zlib.error, BadZipFile, OSError...) means damaged
-                whole = False
-        except (OSError, ValueError, KeyError, TypeError):
-            whole = False
-        if whole:
-            intact[step] = model
-    return intact
+    return {step: model for step, model in checkpoint_models(run_dir).items() if model_is_whole(model.parent)}
 
 
 def file_digest(file: Path) -> dict[str, int]:
@@ -155,22 +148,23 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def verify_checkpoint(path: Path) -> None:
+def verify_checkpoint(path: Path, files: tuple[str, ...] = FILES) -> None:
     """
     Check that every file of a checkpoint is there and intact, without loading the model: against
     ``manifest.json`` (sizes and CRC-32) when the checkpoint has one, else by reading the zip's CRCs
     and unpickling the pickles (checkpoints written before manifests existed).
 
+    :param files: the files to check (default: all of them; ``("model.zip",)`` for the model alone).
     :raises CheckpointError: naming the missing, truncated or corrupt file.
     """
-    for name in FILES:
+    for name in files:
         file = path / name
         if not file.is_file():
             raise CheckpointError(f"checkpoint file {file} is missing")
     if (path / MANIFEST).is_file():
         try:
             expected = json.loads((path / MANIFEST).read_text())
-            entries = {name: (int(expected[name]["bytes"]), int(expected[name]["crc32"])) for name in FILES}
+            entries = {name: (int(expected[name]["bytes"]), int(expected[name]["crc32"])) for name in files}
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"checkpoint file {path / MANIFEST} is corrupt ({type(exc).__name__})") from None
         for name, (size, crc) in entries.items():
@@ -182,14 +176,17 @@ def verify_checkpoint(path: Path) -> None:
             if actual["crc32"] != crc:
                 raise CheckpointError(f"checkpoint file {path / name} is truncated or corrupt (CRC-32 mismatch)")
         return
-    try:
-        with zipfile.ZipFile(path / "model.zip") as archive:
-            bad = archive.testzip()
+    if "model.zip" in files:
+        try:
+            with zipfile.ZipFile(path / "model.zip") as archive:
+                bad = archive.testzip()
+        except Exception as exc:  # any failure to read the zip (BadZipFile, zlib.error, OSError...) means damaged
+            raise CheckpointError(f"checkpoint file {path / 'model.zip'} is truncated or corrupt ({exc})") from None
         if bad is not None:
             raise CheckpointError(f"checkpoint file {path / 'model.zip'} is corrupt (member {bad})")
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise CheckpointError(f"checkpoint file {path / 'model.zip'} is truncated or corrupt ({exc})") from None
     for name in ("replay_buffer.pkl", "state.pkl"):
+        if name not in files:
+            continue
         try:
             with open(path / name, "rb") as f:
                 pickle.load(f)

@@ -258,11 +258,12 @@ def resolve_target(
                 if not steps:
                     raise cfg.ConfigError(
                         f"--load-last-checkpoint: no checkpoint in {ckpt.checkpoint_root(run_dir)}")
-                whole = ckpt.intact_models(run_dir)  # the newest whole model, as RL Zoo's names give it
-                if not whole:
+                # the newest whole model, as RL Zoo's names give it (newest first: one read when it is whole)
+                load_checkpoint = next((step for step in reversed(steps)
+                                        if ckpt.model_is_whole(ckpt.checkpoint_dir(run_dir, step))), None)
+                if load_checkpoint is None:
                     raise cfg.ConfigError(f"--load-last-checkpoint: no checkpoint in {ckpt.checkpoint_root(run_dir)} "
                                           f"has a whole model (damaged: steps {', '.join(map(str, steps))})")
-                load_checkpoint = max(whole)
                 if load_checkpoint != steps[-1]:
                     print(f"--load-last-checkpoint: step_{steps[-1]}'s model is damaged; "
                           f"using step_{load_checkpoint}", file=sys.stderr)
