@@ -37,6 +37,15 @@ ALGORITHMS: tuple[str, ...] = ("dqn", "qrdqn")
 LEARNERS: dict[str, str] = {"qrdqn": "sb3_breakout.qrdqn:QRDQN"}
 
 
+#: Learners that replace ``policy_kwargs["optimizer_kwargs"]`` when ``optimizer_class`` is not given
+#: (sb3-contrib's ``QRDQN.__init__`` sets Adam with ``eps=0.01 / batch_size`` then, dropping every other
+#: optimizer keyword silently), and what they put in its place: a new run or study of such a learner
+#: (``sb3_breakout.train``, ``tune``) must name its optimizer class if it gives optimizer keywords. Not
+#: patched in this package's subclass: ``rl_zoo3.train`` builds sb3-contrib's class from the same YAML,
+#: so the YAML itself must say it (the shipped entries do, tests/test_qrdqn.py checks both trainers).
+OPTIMIZER_CLASS_REQUIRED: dict[str, str] = {"qrdqn": "dict(eps=0.01 / batch_size)"}
+
+
 def learner_class(algo: str) -> type:
     """The class that trains and loads ``algo``: :data:`LEARNERS`' entry, else RL Zoo's ``ALGOS``."""
     check_algo(algo)
@@ -203,10 +212,11 @@ def _policy_class(entry: dict[str, Any], algo: str) -> Any:
     return resolve(policy, "policy") if isinstance(policy, str) else policy
 
 
-def _check_policy_kwargs(entry: dict[str, Any], algo: str) -> None:
+def _check_policy_kwargs(entry: dict[str, Any], algo: str, resumed: bool = False) -> None:
     """
-    ``policy_kwargs`` keys the algorithm's policy takes (``n_quantiles`` is QR-DQN's, not DQN's), and
-    ``n_quantiles`` an integer >= 1.
+    ``policy_kwargs`` keys the algorithm's policy takes (``n_quantiles`` is QR-DQN's, not DQN's),
+    ``optimizer_kwargs`` only with ``optimizer_class`` where the learner would drop them
+    (:data:`OPTIMIZER_CLASS_REQUIRED`), and ``n_quantiles`` an integer >= 1.
     """
     kwargs = evaluated(entry, "policy_kwargs") or {}
     if not isinstance(kwargs, dict):
@@ -219,6 +229,13 @@ def _check_policy_kwargs(entry: dict[str, Any], algo: str) -> None:
         if unknown:
             raise ConfigError(f"policy_kwargs {unknown[0]!r} is not taken by {algo}'s {policy_class.__name__}: "
                               f"allowed are {', '.join(sorted(allowed))}")
+    if (not resumed and algo in OPTIMIZER_CLASS_REQUIRED and "optimizer_kwargs" in kwargs
+            and "optimizer_class" not in kwargs):
+        raise ConfigError(
+            f"policy_kwargs optimizer_kwargs={kwargs['optimizer_kwargs']!r} without optimizer_class: {algo}'s "
+            f"learner would replace it by {OPTIMIZER_CLASS_REQUIRED[algo]}, not fused; allowed: name the optimizer "
+            "too, optimizer_class=importlib.import_module('torch.optim').Adam, or leave optimizer_kwargs out "
+            "(the replacement, as runs and studies of such YAML before 2026-12-02 trained)")
     if "n_quantiles" in kwargs:
         n = kwargs["n_quantiles"]
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -268,7 +285,7 @@ def _check_call(obj: Any, kwargs: dict[str, Any], what: str, first: Any = ()) ->
         raise ConfigError(f"{what}: {exc}") from None
 
 
-def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
+def validate_entry(entry: dict[str, Any], algo: str = "dqn", resumed: bool = False) -> None:
     """
     Refuse a hyperparameter entry that cannot train, before anything is built or written.
 
@@ -277,6 +294,9 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
     ``policy`` and ``replay_buffer_class``, a ``policy_kwargs`` expression RL Zoo can evaluate, and
     the callbacks' own checks (epsilon in [0, 1], final <= initial, ...) by building them.
 
+    :param resumed: the entry is a run's ``config.yml`` read by ``--resume``: what only shapes how a new
+        learner is built (an optimizer given without its class, :data:`OPTIMIZER_CLASS_REQUIRED`) is not
+        refused there, as the run's checkpoint brings the optimizer it trained with.
     :raises ConfigError: one line naming the key, the bad value and what is allowed.
     """
     learner = learner_class(algo)  # refuses an algorithm this package does not train
@@ -322,7 +342,7 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn") -> None:
                 eval(entry[key], vars(rl_zoo3.exp_manager))
             except Exception as exc:
                 raise ConfigError(f"{key} {entry[key]!r} cannot be evaluated: {type(exc).__name__}: {exc}") from None
-    _check_policy_kwargs(entry, algo)
+    _check_policy_kwargs(entry, algo, resumed)
     _check_n_step(entry)
     for name, kwargs in _named_entries(entry.get("env_wrapper", []), "env_wrapper"):
         wrapper = resolve(name, "env_wrapper")

@@ -137,9 +137,13 @@ def nature_policy_kwargs(n_quantiles: int | None = None, channels_last: bool = T
     :param n_quantiles: QR-DQN's quantiles per action; None leaves it out (DQN, or QR-DQN's default 200).
     :param channels_last: :class:`NatureCNN`'s NHWC memory format (default True).
     :param bf16: :class:`NatureCNN`'s bfloat16 autocast (default False).
-    :param kwargs: more policy keyword arguments (``optimizer_kwargs``, ...), passed through.
+    :param kwargs: more policy keyword arguments (``optimizer_kwargs``, ...), passed through; with
+        ``optimizer_kwargs``, ``optimizer_class`` defaults to Adam (SB3's default), as sb3-contrib's QRDQN
+        replaces ``optimizer_kwargs`` by its own when no ``optimizer_class`` is given.
     :return: a new dict for the ``policy_kwargs`` argument.
     """
+    if "optimizer_kwargs" in kwargs:  # sb3-contrib's QRDQN drops optimizer_kwargs given without a class
+        kwargs.setdefault("optimizer_class", th.optim.Adam)
     policy_kwargs = dict(features_extractor_class=NatureCNN, net_arch=[],
                          features_extractor_kwargs=dict(channels_last=channels_last, bf16=bf16), **kwargs)
     if n_quantiles is not None:

@@ -260,7 +260,7 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path
             preflight.check_writable(args.log_folder)
         if args.tensorboard_log:
             preflight.check_writable(args.tensorboard_log, "TensorBoard folder")
-        cfg.validate_entry(entry, args.algo)
+        cfg.validate_entry(entry, args.algo, resumed=resume_dir is not None)
         parallel.check_parallel(entry)
         env_kwargs = {**entry.get("env_kwargs", {}), **(args.env_kwargs or {})}
         obs_shape = preflight.check_env(args.env, {**entry, "env_kwargs": env_kwargs})

@@ -330,9 +330,10 @@ NATURE = "importlib.import_module('sb3_breakout.torch_layers').NatureCNN"
 ONE_GAME_FP32 = {"n_envs": 1, "train_freq": 4, "gradient_steps": 1, "policy_kwargs": (
     f"dict(features_extractor_class={NATURE}, net_arch=[], features_extractor_kwargs=dict(bf16=False), "
     "optimizer_kwargs=dict(fused=True))")}
+# (QR-DQN: without optimizer_kwargs, sb3-contrib's own Adam(eps=0.01 / 32), not fused, as those runs had)
 ONE_GAME_FP32_QR = {**ONE_GAME_FP32, "policy_kwargs": (
     f"dict(features_extractor_class={NATURE}, net_arch=[], n_quantiles=200, "
-    "features_extractor_kwargs=dict(bf16=False), optimizer_kwargs=dict(eps=0.01 / 32, fused=True))")}
+    "features_extractor_kwargs=dict(bf16=False))")}
 CONFIGS = {
     "a": ("notebook loop (lists, per-step tensors)", None),
     "b": ("plain SB3 DQN, RL Zoo Atari settings", None),
@@ -362,10 +363,15 @@ CONFIGS = {
     "c-qr": ("sb3_breakout QR-DQN (hyperparams/qrdqn.yml)", {}),
     "c-qr-fast": ("  qrdqn.yml fast entry as shipped", {"profile": "fast"}),
     "c-qr-fast-before": ("  qrdqn.yml fast entry, 1 game, fp32 (before)", {"profile": "fast", **ONE_GAME_FP32_QR}),
+    # policy_kwargs without optimizer_kwargs: sb3-contrib's QRDQN builds Adam(eps=0.01 / 32), not fused, as
+    # it did for every run of the entry until qrdqn.yml named optimizer_class (sb3_breakout.config)
+    "c-qr-fast-unfused": ("  qrdqn.yml fast entry with sb3-contrib's own Adam (not fused: runs before 2026-12-02)", {
+        "profile": "fast", "policy_kwargs": (f"dict(features_extractor_class={NATURE}, net_arch=[], n_quantiles=200, "
+                                             "features_extractor_kwargs=dict(channels_last=True, bf16='auto'))")}),
     "c-qr-fast-ale": ("  qrdqn.yml fast entry on ALE's vector env", {"profile": "fast", "vec_env_wrapper": [
         {"sb3_breakout.vector_env.ale_vector_backend": {"num_threads": 0}}]}),
 }
-QRDQN_ROWS = ("b-qr", "c-qr", "c-qr-fast", "c-qr-fast-before", "c-qr-fast-ale")
+QRDQN_ROWS = ("b-qr", "c-qr", "c-qr-fast", "c-qr-fast-before", "c-qr-fast-unfused", "c-qr-fast-ale")
 CPU_ONLY_ROWS = ("a",)  # the notebook loop runs on the CPU
 CUDA_ONLY_ROWS = ("c-gpu-frames",)  # frames in GPU memory: nothing to time on the CPU
 

@@ -62,6 +62,10 @@ BAD = [
     ("train", "-params optimize_memory_usage:True replay_buffer_class:None",
      ["learner cannot be built", "optimize_memory_usage"]),
     ("train", "--algo qrdqn -params 'policy_kwargs:dict(n_quantiles=0)'", ["n_quantiles=0", ">= 1"]),
+    # sb3-contrib's QRDQN would drop the optimizer keywords (and the fused Adam) without a class
+    ("train", "--algo qrdqn -params 'policy_kwargs:dict(optimizer_kwargs=dict(eps=1e-8))'",
+     ["optimizer_kwargs={'eps': 1e-08} without optimizer_class", "dict(eps=0.01 / batch_size)",
+      "optimizer_class=importlib.import_module('torch.optim').Adam"]),
     # numbers typed wrong
     ("train", "-n abc", ["-n/--n-timesteps", "'abc' is not a whole number"]),
     ("train", "-n 2.5", ["'2.5' is not a whole number"]),

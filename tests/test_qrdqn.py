@@ -43,6 +43,13 @@ def copy_run(run_dir: Path, dest: Path) -> Path:
     return dest
 
 
+def assert_yaml_optimizer(model, eps: float) -> None:
+    """The YAML's Adam, not the one sb3-contrib puts in place of optimizer_kwargs given without a class."""
+    defaults = model.policy.optimizer.defaults
+    assert type(model.policy.optimizer) is th.optim.Adam
+    assert (defaults["eps"], defaults["fused"]) == (eps, True), defaults
+
+
 # ------------------------------------------------------------------------------- the network
 def test_nature_policy_kwargs_give_the_notebooks_network_for_both_algorithms():
     env = make_breakout_env("deepmind", seed=0)
@@ -85,6 +92,7 @@ def test_tiny_qrdqn_run_is_found_and_loaded_like_a_dqn_run(tiny_qrdqn_run):
     assert isinstance(model, QRDQN) and model.num_timesteps == 2000
     assert type(model).__module__ == "sb3_breakout.qrdqn"  # this package's class (its quantile loss)
     assert n_parameters(model) == QR_PARAMETERS
+    assert_yaml_optimizer(model, eps=1e-8)
     assert [c.name for c in list_checkpoints(tiny_qrdqn_run)] == ["step_1000", "step_2000"]
     checkpoint = runs.resolve_target(str(tiny_qrdqn_run), load_checkpoint=1000)
     assert runs.load_model(checkpoint, device="cpu").num_timesteps == 1000
@@ -98,6 +106,7 @@ def test_rl_zoo_trains_enjoys_and_records_qrdqn(tiny_qrdqn_run, tmp_path):
     assert zoo.returncode == 0, zoo.stderr[-3000:]
     model = QRDQN.load(tmp_path / "zoo" / "qrdqn" / f"{ENV}_1" / f"{ENV}.zip", device="cpu")
     assert n_parameters(model) == QR_PARAMETERS and isinstance(model.replay_buffer, FrameStackReplayBuffer)
+    assert_yaml_optimizer(model, eps=1e-8)  # RL Zoo's trainer builds sb3-contrib's class: the same optimizer
 
     log_folder = tiny_qrdqn_run.parent.parent
     enjoy = run_cli(["-m", "rl_zoo3.enjoy", "--algo", "qrdqn", "--env", ENV, "-f", str(log_folder), "--exp-id",
@@ -202,6 +211,24 @@ def test_qrdqn_sigkill_then_resume_continues_exactly(tmp_path):
     b = buffer._get_samples(np.arange(step - 1))
     for field in ("observations", "actions", "next_observations", "dones", "rewards"):
         th.testing.assert_close(getattr(a, field), getattr(b, field), msg=field)
+
+
+def test_a_run_whose_yaml_gave_adam_keywords_without_the_class_still_resumes(tiny_qrdqn_run, tmp_path):
+    # runs trained before qrdqn.yml named optimizer_class: a new run of that YAML is refused
+    # (test_bad_input), a run on disk resumes with the optimizer its checkpoint saved
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_qrdqn_run, run_dir)
+    config = run_dir / ENV / "config.yml"
+    entry = yaml.safe_load(config.read_text())
+    old_style = entry["policy_kwargs"].replace("optimizer_class=importlib.import_module('torch.optim').Adam,", "")
+    assert old_style != entry["policy_kwargs"] and "optimizer_kwargs" in old_style
+    config.write_text(yaml.safe_dump({**entry, "policy_kwargs": old_style}))
+    resumed = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir), "-n", "2200", "--num-threads", "1"],
+                      cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = QRDQN.load(run_dir / f"{ENV}.zip", device="cpu")
+    assert final.num_timesteps == 2200
+    assert_yaml_optimizer(final, eps=1e-8)  # the checkpoint's optimizer, not sb3-contrib's replacement
 
 
 # ------------------------------------------------------------------------- n-step returns
