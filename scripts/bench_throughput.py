@@ -10,7 +10,9 @@ Training throughput on this machine, in one run: agent steps/s in the learning p
       buffer in GPU memory (``c-gpu-frames``: :mod:`sb3_breakout.device_buffer`),
   QR-DQN: (b-qr) plain sb3-contrib QR-DQN with RL Zoo's Atari settings and (c-qr) sb3_breakout's
       ``hyperparams/qrdqn.yml`` (same pieces as (c), and the quantile loss of
-      :mod:`sb3_breakout.quantile_loss`),
+      :mod:`sb3_breakout.quantile_loss`), the fast entry as shipped (one update per 8 agent steps) and
+      its levers: 1 update per 4 (``c-qr-fast-rr4``, the entry before) or per 16 agent steps, batch 64,
+      50 quantiles,
 
 then, for the hardware, (d) the time of one DQN and one QR-DQN update (batch 32; QR-DQN with
 sb3-contrib's loss and with this package's) in the default
@@ -21,8 +23,8 @@ Every speed row is printed with its ratio to plain SB3 (b) measured in the same 
 within one run mean something on a machine shared with other work.
 
 Every configuration runs in its own subprocess (one at a time), so its peak RSS is its own. All of
-them act with the same epsilon (0.1, the notebooks' final value) and train every 4 steps with batch 32,
-so the network costs the same per step; each warms up for ``--warmup`` steps in the learning phase
+them act with the same epsilon (0.1, the notebooks' final value) and train every 4 steps with batch 32
+but the ``c-qr-fast`` rows, which train as their entry says, so the network costs the same per step; each warms up for ``--warmup`` steps in the learning phase
 before ``--steps`` timed steps.
 
     python scripts/bench_throughput.py                 # all, ~10 minutes here
@@ -370,8 +372,20 @@ CONFIGS = {
                                              "features_extractor_kwargs=dict(channels_last=True, bf16='auto'))")}),
     "c-qr-fast-ale": ("  qrdqn.yml fast entry on ALE's vector env", {"profile": "fast", "vec_env_wrapper": [
         {"sb3_breakout.vector_env.ale_vector_backend": {"num_threads": 0}}]}),
+    # the replay ratio: updates per agent step (train_freq in vector steps of the entry's 4 games)
+    "c-qr-fast-rr4": ("  qrdqn.yml fast entry, 1 update / 4 agent steps (train_freq 1: before 2026-12-02)", {
+        "profile": "fast", "train_freq": 1}),
+    "c-qr-fast-rr16": ("  qrdqn.yml fast entry, 1 update / 16 agent steps (train_freq 4)", {
+        "profile": "fast", "train_freq": 4}),
+    "c-qr-fast-b64": ("  qrdqn.yml fast entry, 1 update of batch 64 / 8 agent steps", {
+        "profile": "fast", "batch_size": 64}),
+    "c-qr-fast-q50": ("  qrdqn.yml fast entry, 50 quantiles (not 200)", {"profile": "fast", "policy_kwargs": (
+        f"dict(features_extractor_class={NATURE}, net_arch=[], n_quantiles=50, "
+        "features_extractor_kwargs=dict(channels_last=True, bf16='auto'), "
+        "optimizer_class=importlib.import_module('torch.optim').Adam, optimizer_kwargs=dict(eps=0.01 / 32, fused=True))")}),
 }
-QRDQN_ROWS = ("b-qr", "c-qr", "c-qr-fast", "c-qr-fast-before", "c-qr-fast-unfused", "c-qr-fast-ale")
+QRDQN_ROWS = ("b-qr", "c-qr", "c-qr-fast", "c-qr-fast-before", "c-qr-fast-unfused", "c-qr-fast-ale",
+              "c-qr-fast-rr4", "c-qr-fast-rr16", "c-qr-fast-b64", "c-qr-fast-q50")
 CPU_ONLY_ROWS = ("a",)  # the notebook loop runs on the CPU
 CUDA_ONLY_ROWS = ("c-gpu-frames",)  # frames in GPU memory: nothing to time on the CPU
 
