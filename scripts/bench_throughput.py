@@ -23,9 +23,10 @@ Every speed row is printed with its ratio to plain SB3 (b) measured in the same 
 within one run mean something on a machine shared with other work.
 
 Every configuration runs in its own subprocess (one at a time), so its peak RSS is its own. All of
-them act with the same epsilon (0.1, the notebooks' final value) and train every 4 steps with batch 32
-but the ``c-qr-fast`` rows, which train as their entry says, so the network costs the same per step; each warms up for ``--warmup`` steps in the learning phase
-before ``--steps`` timed steps.
+them act with the same epsilon (0.1, the notebooks' final value). The rows of a profile (``c-fast``,
+``c-qr-fast*``) train as their entry says (the QR-DQN fast entry: one update of batch 32 per 8 agent
+steps); the others every 4 agent steps with batch 32, so the network costs the same per step. Each
+warms up for ``--warmup`` steps in the learning phase before ``--steps`` timed steps.
 
     python scripts/bench_throughput.py                 # all, ~10 minutes here
     python scripts/bench_throughput.py --steps 1000    # quicker, noisier
@@ -382,7 +383,8 @@ CONFIGS = {
     "c-qr-fast-q50": ("  qrdqn.yml fast entry, 50 quantiles (not 200)", {"profile": "fast", "policy_kwargs": (
         f"dict(features_extractor_class={NATURE}, net_arch=[], n_quantiles=50, "
         "features_extractor_kwargs=dict(channels_last=True, bf16='auto'), "
-        "optimizer_class=importlib.import_module('torch.optim').Adam, optimizer_kwargs=dict(eps=0.01 / 32, fused=True))")}),
+        "optimizer_class=importlib.import_module('torch.optim').Adam, "
+        "optimizer_kwargs=dict(eps=0.01 / 32, fused=True))")}),
 }
 QRDQN_ROWS = ("b-qr", "c-qr", "c-qr-fast", "c-qr-fast-before", "c-qr-fast-unfused", "c-qr-fast-ale",
               "c-qr-fast-rr4", "c-qr-fast-rr16", "c-qr-fast-b64", "c-qr-fast-q50")
