@@ -63,7 +63,7 @@ def test_the_measured_precision_is_written_into_every_zip_and_kept_on_resume(fas
     assert not MEASURED.search(result.stdout)  # built from the checkpoint's zip: no second measurement
     model = QRDQN.load(resumed / f"{ENV}.zip", device="cpu", buffer_size=1)
     assert model.policy_kwargs["features_extractor_kwargs"]["bf16"] is choice
-    assert model.num_timesteps == 1800 and model._n_updates == len(range(204, 1801, 4))  # 1 update / 4 agent steps
+    assert model.num_timesteps == 1800 and model._n_updates == len(range(208, 1801, 8))  # 1 update / 8 agent steps
     # the entry's Adam (epsilon 0.01 / 32, the fused kernel) in the run and after resume
     assert (model.policy.optimizer.defaults["eps"], model.policy.optimizer.defaults["fused"]) == (0.01 / 32, True)
 

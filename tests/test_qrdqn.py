@@ -70,6 +70,9 @@ def test_yaml_entries_are_the_dqn_recipe_with_the_quantile_head():
         dqn = cfg.load_entry(cfg.default_config("dqn"), ENV, profile)
         for key in ("policy", "env_wrapper", "frame_stack", "env_kwargs", "replay_buffer_class", "batch_size",
                     "gamma", "train_freq", "target_update_interval"):
+            if (profile, key) == ("fast", "train_freq"):  # QR-DQN fast: half DQN's updates (docs/results.md)
+                assert qr[key] == 2 * dqn[key]
+                continue
             assert qr[key] == dqn[key], (profile, key)
         assert "n_quantiles=200" in qr["policy_kwargs"] and "net_arch=[]" in qr["policy_kwargs"]
         if profile != "fast":
