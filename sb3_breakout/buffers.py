@@ -179,7 +179,7 @@ class FrameStackReplayBuffer(PackedRows, ReplayBuffer):
                 "frame is already stored once) and would disable timeout handling; "
                 "set optimize_memory_usage=False"
             )
-        layout = _layout(buffer_size, observation_space, action_space, n_envs)
+        layout = self._extend_layout(_layout(buffer_size, observation_space, action_space, n_envs))
         # BaseBuffer only: ReplayBuffer.__init__ would allocate the two full stacks arrays.
         BaseBuffer.__init__(self, buffer_size, observation_space, action_space, device, n_envs=n_envs)
         self.buffer_size = layout["frames"][0][0]
@@ -200,8 +200,16 @@ class FrameStackReplayBuffer(PackedRows, ReplayBuffer):
 
     # ------------------------------------------------------------------ memory
 
-    @staticmethod
+    @classmethod
+    def _extend_layout(
+        cls, layout: dict[str, tuple[tuple[int, ...], np.dtype]]
+    ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """The arrays to allocate: ``layout`` here; a subclass with more per-position arrays adds them."""
+        return layout
+
+    @classmethod
     def estimate_nbytes(
+        cls,
         buffer_size: int,
         observation_space: spaces.Space,
         n_envs: int = 1,
@@ -218,7 +226,7 @@ class FrameStackReplayBuffer(PackedRows, ReplayBuffer):
         :return: bytes; 7,068 per transition for (4, 84, 84) frames and Discrete actions.
         :raises ValueError: as the constructor.
         """
-        layout = _layout(buffer_size, observation_space, action_space, n_envs)
+        layout = cls._extend_layout(_layout(buffer_size, observation_space, action_space, n_envs))
         return sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in layout.values())
 
     @property
@@ -394,7 +402,12 @@ class FrameStackReplayBuffer(PackedRows, ReplayBuffer):
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
         # the same draw as ReplayBuffer._get_samples, so that both give the same batch for one seed
         env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
-        batch_inds = np.asarray(batch_inds)
+        return self._samples_at(np.asarray(batch_inds), env_indices, env)
+
+    def _samples_at(
+        self, batch_inds: np.ndarray, env_indices: np.ndarray, env: VecNormalize | None = None
+    ) -> ReplayBufferSamples:
+        """The samples of the given (position, env) pairs, one-step or n-step as ``n_steps`` says."""
         if self.n_steps > 1:
             return self._get_n_step_samples(batch_inds, env_indices, env)
         frames = self._stacks(batch_inds, env_indices)

@@ -14,7 +14,7 @@ import numpy as np
 import torch as th
 from sb3_contrib import QRDQN as ContribQRDQN
 
-from sb3_breakout.quantile_loss import quantile_huber_loss
+from sb3_breakout.quantile_loss import quantile_huber_loss, weighted_quantile_huber_loss
 
 
 class QRDQN(ContribQRDQN):
@@ -43,7 +43,12 @@ class QRDQN(ContribQRDQN):
             actions = replay_data.actions[..., None].long().expand(batch_size, self.n_quantiles, 1)
             current_quantiles = th.gather(current_quantiles, dim=2, index=actions).squeeze(dim=2)
 
-            loss = quantile_huber_loss(current_quantiles, target_quantiles)
+            weights = getattr(replay_data, "weights", None)  # prioritized replay (sb3_breakout.prioritized)
+            if weights is None:
+                loss = quantile_huber_loss(current_quantiles, target_quantiles)
+            else:
+                loss, sample_losses = weighted_quantile_huber_loss(current_quantiles, target_quantiles, weights)
+                self.replay_buffer.update_priorities(sample_losses.cpu().numpy())  # type: ignore[union-attr]
             losses.append(loss.item())
 
             self.policy.optimizer.zero_grad()

@@ -63,6 +63,58 @@ class _QuantileHuberLoss(th.autograd.Function):
         return grad_current * grad_output, None
 
 
+class _WeightedQuantileHuberLoss(th.autograd.Function):
+    """As :class:`_QuantileHuberLoss` with a weight per batch row; also returns each row's own loss."""
+
+    @staticmethod
+    def forward(ctx, current: th.Tensor, target: th.Tensor, weights: th.Tensor):  # type: ignore[override]
+        batch, n_quantiles = current.shape
+        n_target = target.shape[1]
+        tau = ((th.arange(n_quantiles, device=current.device, dtype=current.dtype) + 0.5) / n_quantiles).view(1, -1, 1)
+        one_minus_tau = 1.0 - tau
+        rows = block_rows(batch, n_quantiles, n_target, current.device)
+        per_row, grads = [], []
+        for start in range(0, batch, rows):
+            delta = target[start:start + rows].unsqueeze(1) - current[start:start + rows].unsqueeze(2)
+            clipped = delta.clamp(-1.0, 1.0)
+            weighted = clipped.clamp(min=0.0).mul_(tau).add_(clipped.clamp(max=0.0).mul_(one_minus_tau))
+            grads.append(weighted.sum(dim=2))
+            per_row.append((weighted * delta.sub_(clipped, alpha=0.5)).sum(dim=(1, 2)))
+        # each row's loss as sb3-contrib counts it for a batch of one: summed over N, averaged over M
+        row_losses = th.cat(per_row).div_(n_target)
+        w = weights.reshape(-1).to(current.dtype)
+        ctx.save_for_backward(th.cat(grads).mul_(w[:, None] * (-1.0 / (batch * n_target))))
+        ctx.mark_non_differentiable(row_losses)
+        return (row_losses * w).sum() / batch, row_losses
+
+    @staticmethod
+    def backward(ctx, grad_output: th.Tensor, _grad_rows: th.Tensor):  # type: ignore[override]
+        (grad_current,) = ctx.saved_tensors
+        return grad_current * grad_output, None, None
+
+
+def weighted_quantile_huber_loss(
+    current_quantiles: th.Tensor, target_quantiles: th.Tensor, weights: th.Tensor
+) -> tuple[th.Tensor, th.Tensor]:
+    """
+    :func:`quantile_huber_loss` with a weight per sample (prioritized replay's importance weights):
+    ``mean_b(w_b * loss_b)``, and each sample's unweighted ``loss_b`` (no gradient) for its new priority.
+    With all weights 1 the loss equals :func:`quantile_huber_loss`.
+
+    :param weights: ``(batch,)`` or ``(batch, 1)``.
+    :return: the scalar loss and the ``(batch,)`` per-sample losses.
+    """
+    if current_quantiles.ndim != 2 or target_quantiles.ndim != 2:
+        raise ValueError(f"quantiles must be (batch, n_quantiles): got {tuple(current_quantiles.shape)} "
+                         f"and {tuple(target_quantiles.shape)}")
+    if weights.numel() != current_quantiles.shape[0]:
+        raise ValueError(f"{weights.numel()} weights for a batch of {current_quantiles.shape[0]}")
+    if target_quantiles.requires_grad:
+        raise ValueError("target_quantiles must not require a gradient (compute them under torch.no_grad())")
+    current = current_quantiles.float()
+    return _WeightedQuantileHuberLoss.apply(current, target_quantiles.to(current.dtype), weights)
+
+
 def quantile_huber_loss(current_quantiles: th.Tensor, target_quantiles: th.Tensor) -> th.Tensor:
     """
     The quantile regression loss of QR-DQN (Dabney et al. 2018), as sb3-contrib's

@@ -8,7 +8,8 @@ import torch as th
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_breakout.callbacks import LinearEpsilonCallback, RunningRewardCallback
+from sb3_breakout.buffers import FrameStackReplayBuffer
+from sb3_breakout.callbacks import LinearEpsilonCallback, NStepScheduleCallback, RunningRewardCallback
 from sb3_breakout.envs import make_breakout_env
 from sb3_breakout.torch_layers import NatureCNN
 
@@ -136,3 +137,55 @@ def test_running_reward_is_the_mean_true_score_and_max_episodes_stops():
 def test_bad_epsilon_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         LinearEpsilonCallback(**kwargs)
+
+
+class HorizonProbe(BaseCallback):
+    """Records (steps taken, the buffer's n-step horizon) after every step, and the sampled discounts."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.discounts = [], {}
+
+    def _on_step(self):
+        buffer = self.model.replay_buffer
+        self.rows.append((self.num_timesteps, buffer.n_steps))
+        if buffer.size() > 64:
+            self.discounts.setdefault(buffer.n_steps, set()).update(
+                np.round(buffer.sample(64).discounts.numpy().ravel(), 6).tolist())
+        return True
+
+
+def test_n_step_schedule_anneals_the_returns_the_learner_samples():
+    from sb3_contrib import QRDQN
+
+    env = make_breakout_env("deepmind", seed=3)
+    model = QRDQN("CnnPolicy", env, buffer_size=3_000, learning_starts=100, batch_size=32, train_freq=4,
+                  replay_buffer_class=FrameStackReplayBuffer, replay_buffer_kwargs=dict(n_steps=3, gamma=0.9),
+                  gamma=0.9, policy_kwargs=dict(features_extractor_class=NatureCNN, net_arch=[], n_quantiles=8),
+                  seed=0, device="cpu")
+    schedule = NStepScheduleCallback(initial=10, final=3, start=200, end=600)
+    probe = HorizonProbe()
+    model.learn(1_000, callback=[schedule, probe])
+    env.close()
+
+    horizons = dict(probe.rows)
+    assert horizons[100] == 10 and horizons[200] == 10 and horizons[1_000] == 3
+    assert horizons[400] == round(10 * 0.3 ** 0.5) == 5  # exponential in between: 10 * (3/10) ** fraction
+    values = list(horizons.values())
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))  # never grows
+    # the learner's samples carry gamma ** k for up to the horizon of their step, never more
+    assert max(probe.discounts[10]) == pytest.approx(0.9, rel=1e-5)
+    assert min(probe.discounts[10]) == pytest.approx(0.9 ** 10, rel=1e-5)
+    assert min(probe.discounts[3]) == pytest.approx(0.9 ** 3, rel=1e-5)
+
+
+def test_n_step_schedule_needs_a_buffer_with_a_horizon_and_sane_bounds():
+    env = make_breakout_env("deepmind", seed=0)
+    model = make_dqn(env)  # SB3's own ReplayBuffer: no n_steps
+    with pytest.raises(ValueError, match="needs a replay buffer with n_steps"):
+        model.learn(10, callback=NStepScheduleCallback())
+    env.close()
+    with pytest.raises(ValueError, match=re.escape("end=100 > start")):
+        NStepScheduleCallback(start=200, end=100)
+    with pytest.raises(ValueError, match=re.escape("final=0")):
+        NStepScheduleCallback(final=0)

@@ -14,7 +14,7 @@ from sb3_breakout import config as cfg
 from sb3_breakout.buffers import FrameStackReplayBuffer
 from sb3_breakout.envs import make_breakout_env
 from sb3_breakout.qrdqn import QRDQN
-from sb3_breakout.quantile_loss import block_rows, quantile_huber_loss
+from sb3_breakout.quantile_loss import block_rows, quantile_huber_loss, weighted_quantile_huber_loss
 from sb3_breakout.torch_layers import nature_policy_kwargs
 
 
@@ -41,6 +41,24 @@ def test_value_and_gradient_are_sb3_contribs(batch, n, m):
     loss_a, loss_b, grad_a, grad_b = both(current, target)
     th.testing.assert_close(loss_b, loss_a, rtol=1e-5, atol=1e-6)
     th.testing.assert_close(grad_b, grad_a, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("batch, n, m", [(32, 200, 200), (5, 7, 3)])
+def test_weighted_loss_is_the_weighted_mean_of_sb3_contribs_per_sample_losses(batch, n, m):
+    th.manual_seed(1)
+    current, target, weights = th.randn(batch, n) * 2, th.randn(batch, m) * 2, th.rand(batch, 1)
+    a = current.clone().requires_grad_()
+    b = current.clone().requires_grad_()
+    per_sample = th.stack([contrib_loss(a[i:i + 1], target[i:i + 1], sum_over_quantiles=True) for i in range(batch)])
+    (2.5 * (per_sample * weights.ravel()).mean()).backward()
+    loss, rows = weighted_quantile_huber_loss(b, target, weights)
+    (2.5 * loss).backward()
+    assert loss.item() == pytest.approx((per_sample * weights.ravel()).mean().item(), rel=1e-5)
+    assert th.allclose(rows, per_sample.detach(), rtol=1e-5) and not rows.requires_grad
+    assert th.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-8)
+    # weights of one: the unweighted loss
+    assert weighted_quantile_huber_loss(current, target, th.ones(batch))[0].item() == pytest.approx(
+        quantile_huber_loss(current, target).item(), rel=1e-6)
 
 
 def test_the_big_case_is_cut_into_blocks_that_cover_the_batch():
