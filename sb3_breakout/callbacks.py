@@ -219,6 +219,10 @@ class NStepScheduleCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         self._apply()
+        buffer_gamma, gamma = float(self.model.replay_buffer.gamma), float(self.model.gamma)  # type: ignore[union-attr]
+        if abs(buffer_gamma - gamma) > 1e-12:  # the n-step sums would discount with another gamma than the target
+            raise ValueError(f"NStepScheduleCallback: the replay buffer's gamma={buffer_gamma} is not the learner's "
+                             f"gamma={gamma}; pass replay_buffer_kwargs=dict(n_steps=..., gamma={gamma})")
 
     def _on_step(self) -> bool:
         self._apply()

@@ -195,6 +195,9 @@ class PrioritizedFrameStackReplayBuffer(FrameStackReplayBuffer):
             if not zero.any():
                 break
             leaves[zero] = self.tree.find(np.random.uniform(0.0, total, zero.sum()))
+        if (self.tree.leaves(leaves) <= 0.0).any():  # float rounding eight times in a row: not a silent NaN weight
+            raise RuntimeError("PrioritizedFrameStackReplayBuffer: drew a transition of priority 0 "
+                               "(sum tree inconsistent)")
         positions, env_indices = np.divmod(leaves, self.n_envs)
         probabilities = self.tree.leaves(leaves) / total
         weights = (self.n_valid * probabilities) ** -self.beta
@@ -212,7 +215,7 @@ class PrioritizedFrameStackReplayBuffer(FrameStackReplayBuffer):
             raise ValueError(f"update_priorities: {len(losses)} losses for a sample of {len(self._pending)}")
         priorities = (np.abs(losses) + 1e-6) ** self.alpha
         positions, envs = np.divmod(self._pending, self.n_envs)
-        # a transition overwritten or made invalid since the sample keeps its new state (max or 0)
+        # a transition made invalid since the sample (priority 0: its older frames are gone) stays out of the draw
         live = self.priorities[positions, envs] > 0
         self._set(positions[live], envs[live], priorities[live].astype(np.float32))
         self.max_priority = max(self.max_priority, float(priorities.max()))

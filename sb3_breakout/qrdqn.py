@@ -18,7 +18,13 @@ from sb3_breakout.quantile_loss import quantile_huber_loss, weighted_quantile_hu
 
 
 class QRDQN(ContribQRDQN):
-    """sb3-contrib's QR-DQN; one update computes the loss and its gradient in one cache-blocked pass."""
+    """
+    sb3-contrib's QR-DQN; one update computes the loss and its gradient in one cache-blocked pass.
+
+    With a prioritized buffer (:mod:`sb3_breakout.prioritized`: its samples carry ``weights``) the loss
+    is the importance-weighted mean of the samples' losses, and each sample's own loss goes back to the
+    buffer as its new priority. sb3-contrib's class has no such path.
+    """
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         self.policy.set_training_mode(True)

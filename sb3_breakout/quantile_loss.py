@@ -107,6 +107,8 @@ def weighted_quantile_huber_loss(
     if current_quantiles.ndim != 2 or target_quantiles.ndim != 2:
         raise ValueError(f"quantiles must be (batch, n_quantiles): got {tuple(current_quantiles.shape)} "
                          f"and {tuple(target_quantiles.shape)}")
+    if current_quantiles.shape[0] != target_quantiles.shape[0]:
+        raise ValueError(f"batch sizes differ: {current_quantiles.shape[0]} and {target_quantiles.shape[0]}")
     if weights.numel() != current_quantiles.shape[0]:
         raise ValueError(f"{weights.numel()} weights for a batch of {current_quantiles.shape[0]}")
     if target_quantiles.requires_grad:

@@ -185,6 +185,14 @@ def test_n_step_schedule_needs_a_buffer_with_a_horizon_and_sane_bounds():
     with pytest.raises(ValueError, match="needs a replay buffer with n_steps"):
         model.learn(10, callback=NStepScheduleCallback())
     env.close()
+    from sb3_contrib import QRDQN
+
+    env = make_breakout_env("deepmind", seed=0)
+    model = QRDQN("CnnPolicy", env, buffer_size=500, gamma=0.99, replay_buffer_class=FrameStackReplayBuffer,
+                  replay_buffer_kwargs=dict(n_steps=3, gamma=0.9), policy_kwargs=dict(n_quantiles=4), device="cpu")
+    with pytest.raises(ValueError, match=re.escape("the replay buffer's gamma=0.9 is not the learner's gamma=0.99")):
+        model.learn(10, callback=NStepScheduleCallback())
+    env.close()
     with pytest.raises(ValueError, match=re.escape("end=100 > start")):
         NStepScheduleCallback(start=200, end=100)
     with pytest.raises(ValueError, match=re.escape("final=0")):
