@@ -19,6 +19,8 @@ both, and their gradients, on the same inputs, and train both learners side by s
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch as th
 
 #: Elements of one ``(rows, N, M)`` block: 2**18 float32 values (1 MiB), so a block and the few
@@ -33,27 +35,39 @@ def block_rows(batch: int, n_quantiles: int, n_target_quantiles: int, device: th
     return max(1, min(batch, BLOCK_ELEMENTS // (n_quantiles * n_target_quantiles)))
 
 
+def _blocks(current: th.Tensor, target: th.Tensor) -> Iterator[tuple[th.Tensor, th.Tensor, th.Tensor]]:
+    """
+    A few batch rows at a time (:func:`block_rows`): ``sum_j w * clamp(d)``, the gradient's rows (up to
+    sign and scale), then the loss's two factors ``w * clamp(d)`` and ``d - clamp(d) / 2``, each
+    ``(rows, N, M)``, whose product is ``w * huber(d)``. The sum is taken before the second factor is
+    made in place, while the first is still in cache.
+    """
+    batch, n_quantiles = current.shape
+    n_target = target.shape[1]
+    tau = ((th.arange(n_quantiles, device=current.device, dtype=current.dtype) + 0.5) / n_quantiles).view(1, -1, 1)
+    one_minus_tau = 1.0 - tau
+    rows = block_rows(batch, n_quantiles, n_target, current.device)
+    for start in range(0, batch, rows):
+        delta = target[start:start + rows].unsqueeze(1) - current[start:start + rows].unsqueeze(2)
+        clipped = delta.clamp(-1.0, 1.0)
+        # w * clamp(d): tau on the positive side, (1 - tau) on the negative side
+        weighted = clipped.clamp(min=0.0).mul_(tau).add_(clipped.clamp(max=0.0).mul_(one_minus_tau))
+        grad_rows = weighted.sum(dim=2)
+        # w * huber(d) = w * clamp(d) * (d - clamp(d) / 2)
+        yield grad_rows, weighted, delta.sub_(clipped, alpha=0.5)
+
+
 class _QuantileHuberLoss(th.autograd.Function):
     """Forward returns the loss and keeps its gradient with respect to ``current``; backward scales it."""
 
     @staticmethod
     def forward(ctx, current: th.Tensor, target: th.Tensor) -> th.Tensor:  # type: ignore[override]
-        batch, n_quantiles = current.shape
-        n_target = target.shape[1]
-        tau = ((th.arange(n_quantiles, device=current.device, dtype=current.dtype) + 0.5) / n_quantiles).view(1, -1, 1)
-        one_minus_tau = 1.0 - tau
-        scale = 1.0 / (batch * n_target)
-        rows = block_rows(batch, n_quantiles, n_target, current.device)
+        scale = 1.0 / (current.shape[0] * target.shape[1])
         total = current.new_zeros(())
         grads = []
-        for start in range(0, batch, rows):
-            delta = target[start:start + rows].unsqueeze(1) - current[start:start + rows].unsqueeze(2)
-            clipped = delta.clamp(-1.0, 1.0)
-            # w * clamp(d): tau on the positive side, (1 - tau) on the negative side
-            weighted = clipped.clamp(min=0.0).mul_(tau).add_(clipped.clamp(max=0.0).mul_(one_minus_tau))
-            grads.append(weighted.sum(dim=2))
-            # w * huber(d) = w * clamp(d) * (d - clamp(d) / 2)
-            total += th.dot(weighted.view(-1), delta.sub_(clipped, alpha=0.5).view(-1))
+        for grad_rows, weighted, half_huber in _blocks(current, target):
+            grads.append(grad_rows)
+            total += th.dot(weighted.view(-1), half_huber.view(-1))
         ctx.save_for_backward(th.cat(grads).mul_(-scale))
         return total * scale
 
@@ -68,18 +82,11 @@ class _WeightedQuantileHuberLoss(th.autograd.Function):
 
     @staticmethod
     def forward(ctx, current: th.Tensor, target: th.Tensor, weights: th.Tensor):  # type: ignore[override]
-        batch, n_quantiles = current.shape
-        n_target = target.shape[1]
-        tau = ((th.arange(n_quantiles, device=current.device, dtype=current.dtype) + 0.5) / n_quantiles).view(1, -1, 1)
-        one_minus_tau = 1.0 - tau
-        rows = block_rows(batch, n_quantiles, n_target, current.device)
+        batch, n_target = current.shape[0], target.shape[1]
         per_row, grads = [], []
-        for start in range(0, batch, rows):
-            delta = target[start:start + rows].unsqueeze(1) - current[start:start + rows].unsqueeze(2)
-            clipped = delta.clamp(-1.0, 1.0)
-            weighted = clipped.clamp(min=0.0).mul_(tau).add_(clipped.clamp(max=0.0).mul_(one_minus_tau))
-            grads.append(weighted.sum(dim=2))
-            per_row.append((weighted * delta.sub_(clipped, alpha=0.5)).sum(dim=(1, 2)))
+        for grad_rows, weighted, half_huber in _blocks(current, target):
+            grads.append(grad_rows)
+            per_row.append((weighted * half_huber).sum(dim=(1, 2)))
         # each row's loss as sb3-contrib counts it for a batch of one: summed over N, averaged over M
         row_losses = th.cat(per_row).div_(n_target)
         w = weights.reshape(-1).to(current.dtype)
@@ -93,6 +100,17 @@ class _WeightedQuantileHuberLoss(th.autograd.Function):
         return grad_current * grad_output, None, None
 
 
+def _check_quantiles(current_quantiles: th.Tensor, target_quantiles: th.Tensor) -> None:
+    """Both losses' argument checks: 2-D, one batch size, a target without gradient."""
+    if current_quantiles.ndim != 2 or target_quantiles.ndim != 2:
+        raise ValueError(f"quantiles must be (batch, n_quantiles): got {tuple(current_quantiles.shape)} "
+                         f"and {tuple(target_quantiles.shape)}")
+    if current_quantiles.shape[0] != target_quantiles.shape[0]:
+        raise ValueError(f"batch sizes differ: {current_quantiles.shape[0]} and {target_quantiles.shape[0]}")
+    if target_quantiles.requires_grad:
+        raise ValueError("target_quantiles must not require a gradient (compute them under torch.no_grad())")
+
+
 def weighted_quantile_huber_loss(
     current_quantiles: th.Tensor, target_quantiles: th.Tensor, weights: th.Tensor
 ) -> tuple[th.Tensor, th.Tensor]:
@@ -104,15 +122,9 @@ def weighted_quantile_huber_loss(
     :param weights: ``(batch,)`` or ``(batch, 1)``.
     :return: the scalar loss and the ``(batch,)`` per-sample losses.
     """
-    if current_quantiles.ndim != 2 or target_quantiles.ndim != 2:
-        raise ValueError(f"quantiles must be (batch, n_quantiles): got {tuple(current_quantiles.shape)} "
-                         f"and {tuple(target_quantiles.shape)}")
-    if current_quantiles.shape[0] != target_quantiles.shape[0]:
-        raise ValueError(f"batch sizes differ: {current_quantiles.shape[0]} and {target_quantiles.shape[0]}")
+    _check_quantiles(current_quantiles, target_quantiles)
     if weights.numel() != current_quantiles.shape[0]:
         raise ValueError(f"{weights.numel()} weights for a batch of {current_quantiles.shape[0]}")
-    if target_quantiles.requires_grad:
-        raise ValueError("target_quantiles must not require a gradient (compute them under torch.no_grad())")
     current = current_quantiles.float()
     return _WeightedQuantileHuberLoss.apply(current, target_quantiles.to(current.dtype), weights)
 
@@ -127,13 +139,7 @@ def quantile_huber_loss(current_quantiles: th.Tensor, target_quantiles: th.Tenso
         ``no_grad``; a target that needs a gradient is refused rather than silently given none).
     :return: a scalar: summed over the N current quantiles, averaged over the batch and the M targets.
     """
-    if current_quantiles.ndim != 2 or target_quantiles.ndim != 2:
-        raise ValueError(f"quantiles must be (batch, n_quantiles): got {tuple(current_quantiles.shape)} "
-                         f"and {tuple(target_quantiles.shape)}")
-    if current_quantiles.shape[0] != target_quantiles.shape[0]:
-        raise ValueError(f"batch sizes differ: {current_quantiles.shape[0]} and {target_quantiles.shape[0]}")
-    if target_quantiles.requires_grad:
-        raise ValueError("target_quantiles must not require a gradient (compute them under torch.no_grad())")
+    _check_quantiles(current_quantiles, target_quantiles)
     current = current_quantiles.float()
     target = target_quantiles.to(current.dtype)
     return _QuantileHuberLoss.apply(current, target)
