@@ -208,22 +208,20 @@ class NStepScheduleCallback(BaseCallback):
         fraction = min(max((t - self.start) / (self.end - self.start), 0.0), 1.0)
         return max(1, round(self.initial * (self.final / self.initial) ** fraction))
 
-    def _apply(self) -> None:
+    def _on_training_start(self) -> None:
         buffer = getattr(self.model, "replay_buffer", None)
         if buffer is None or not hasattr(buffer, "n_steps"):
             raise ValueError(
                 "NStepScheduleCallback needs a replay buffer with n_steps (sb3_breakout.buffers."
                 "FrameStackReplayBuffer with replay_buffer_kwargs=dict(n_steps=..., gamma=...))"
             )
-        buffer.n_steps = self.value(self.num_timesteps)
-
-    def _on_training_start(self) -> None:
-        self._apply()
-        buffer_gamma, gamma = float(self.model.replay_buffer.gamma), float(self.model.gamma)  # type: ignore[union-attr]
+        buffer_gamma, gamma = float(buffer.gamma), float(self.model.gamma)  # type: ignore[attr-defined]
         if abs(buffer_gamma - gamma) > 1e-12:  # the n-step sums would discount with another gamma than the target
             raise ValueError(f"NStepScheduleCallback: the replay buffer's gamma={buffer_gamma} is not the learner's "
                              f"gamma={gamma}; pass replay_buffer_kwargs=dict(n_steps=..., gamma={gamma})")
+        buffer.n_steps = self.value(self.num_timesteps)
 
     def _on_step(self) -> bool:
-        self._apply()
+        # read from the model each step: load_replay_buffer may have put another buffer there
+        self.model.replay_buffer.n_steps = self.value(self.num_timesteps)  # type: ignore[union-attr]
         return True
