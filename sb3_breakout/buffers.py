@@ -238,11 +238,8 @@ class FrameStackReplayBuffer(PackedRows, ReplayBuffer):
     @property
     def nbytes(self) -> int:
         """Bytes held by all the buffer's arrays, side store included."""
-        arrays = (
-            self.frames, self.actions, self.rewards, self.dones, self.timeouts,
-            self.episode_starts, self.next_slots, self.pending_frames, self.last_next_obs,
-        )
-        return sum(int(a.nbytes) for a in arrays) + self.side_nbytes
+        arrays = (*self.per_position, "pending_frames", "last_next_obs")  # a subclass's per-position arrays too
+        return sum(int(getattr(self, name).nbytes) for name in arrays) + self.side_nbytes
 
     @property
     def bytes_per_transition(self) -> float:
@@ -392,12 +389,21 @@ class FrameStackReplayBuffer(PackedRows, ReplayBuffer):
         :param batch_size: number of transitions.
         :param env: the VecNormalize to normalise rewards with, as ``ReplayBuffer.sample``.
         """
-        if self.full:
-            offsets = np.random.randint(self.n_stack - 1, self.buffer_size, size=batch_size)
+        n_valid = self.valid_positions
+        if self.full:  # the newest n_valid positions from the write cursor on, the oldest n_stack - 1 left out
+            offsets = np.random.randint(self.buffer_size - n_valid, self.buffer_size, size=batch_size)
             batch_inds = (self.pos + offsets) % self.buffer_size
         else:
-            batch_inds = np.random.randint(0, self.pos, size=batch_size)
+            batch_inds = np.random.randint(0, n_valid, size=batch_size)
         return self._get_samples(batch_inds, env=env)
+
+    @property
+    def valid_positions(self) -> int:
+        """
+        Positions (per env) that :meth:`sample` draws from: every written one before the buffer is full;
+        once full, all but the ``n_stack - 1`` oldest, whose stacks reach frames already overwritten.
+        """
+        return self.buffer_size - self.n_stack + 1 if self.full else self.pos
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
         # the same draw as ReplayBuffer._get_samples, so that both give the same batch for one seed

@@ -16,7 +16,7 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_breakout.buffers import FrameStackReplayBuffer
+from sb3_breakout.buffers import FrameStackReplayBuffer, _layout
 
 #: Samples drawn without a priority update in between after which :meth:`PrioritizedFrameStackReplayBuffer.sample`
 #: refuses: a learner that never updates priorities (SB3's DQN, sb3-contrib's QRDQN under rl_zoo3.train)
@@ -46,9 +46,14 @@ class SumTree:
 
     def __init__(self, size: int) -> None:
         self.size = int(size)
-        self.capacity = 1 << max(0, (self.size - 1).bit_length())
+        self.capacity = self.capacity_for(self.size)
         self.depth = self.capacity.bit_length() - 1
         self.nodes = np.zeros(2 * self.capacity, dtype=np.float64)
+
+    @staticmethod
+    def capacity_for(size: int) -> int:
+        """Leaves allocated for ``size`` leaves used: the next power of two (the array holds twice that)."""
+        return 1 << max(0, (int(size) - 1).bit_length())
 
     @property
     def total(self) -> float:
@@ -132,6 +137,15 @@ class PrioritizedFrameStackReplayBuffer(FrameStackReplayBuffer):
         size, n_envs = layout["rewards"][0]
         return {**layout, "priorities": ((size, n_envs), np.dtype(np.float32))}
 
+    @classmethod
+    def estimate_nbytes(cls, buffer_size: int, observation_space: Any, n_envs: int = 1,
+                        action_space: Any = None) -> int:
+        """The uniform buffer's estimate with ``priorities``, plus the sum tree (float64, ~16 B per transition)."""
+        layout = _layout(buffer_size, observation_space, action_space, n_envs)
+        size, n_envs = layout["rewards"][0]
+        return super().estimate_nbytes(buffer_size, observation_space, n_envs, action_space) \
+            + 2 * SumTree.capacity_for(size * n_envs) * np.dtype(np.float64).itemsize
+
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("tree", None)  # rebuilt from the priorities
@@ -166,10 +180,13 @@ class PrioritizedFrameStackReplayBuffer(FrameStackReplayBuffer):
 
     @property
     def n_valid(self) -> int:
-        """Transitions that can be sampled (the uniform buffer's rule)."""
-        if self.full:
-            return (self.buffer_size - self.n_stack + 1) * self.n_envs
-        return self.pos * self.n_envs
+        """Transitions that can be sampled, all envs together (the uniform buffer's ``valid_positions``)."""
+        return self.valid_positions * self.n_envs
+
+    @property
+    def nbytes(self) -> int:
+        """The uniform buffer's bytes (``priorities`` included, a per-position array) plus the sum tree's."""
+        return super().nbytes + int(self.tree.nodes.nbytes)
 
     def sample(self, batch_size: int, env: VecNormalize | None = None) -> PrioritizedReplayBufferSamples:  # type: ignore[override]
         """

@@ -91,8 +91,8 @@ def monitor_files(target: Target) -> list[Path]:
 
 def training_command(target: Target) -> str:
     """The command that trained the run, from its ``args.yml`` (algorithm, YAML profile, seed)."""
-    saved = runs.read_run_yaml(target.run_dir / target.env_id / "args.yml") \
-        if (target.run_dir / target.env_id / "args.yml").is_file() else {}
+    args_file = target.run_dir / target.env_id / "args.yml"
+    saved = runs.read_run_yaml(args_file) if args_file.is_file() else {}
     words = ["python -m sb3_breakout.train", f"--algo {target.algo}"]
     if saved.get("profile"):
         words.append(f"--profile {saved['profile']}")

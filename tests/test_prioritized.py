@@ -123,3 +123,17 @@ def test_bad_priority_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         PrioritizedFrameStackReplayBuffer(100, env.observation_space, env.action_space, **kwargs)
     env.close()
+
+
+def test_memory_counts_the_priorities_and_the_tree():
+    """``nbytes`` and ``estimate_nbytes`` (the preflight's memory check) include what prioritizing adds."""
+    from gymnasium import spaces
+    frames, discrete = spaces.Box(0, 255, (4, 84, 84), np.uint8), spaces.Discrete(4)
+    for n_envs in (1, 4):
+        buffer = PrioritizedFrameStackReplayBuffer(10_000, frames, discrete, "cpu", n_envs=n_envs)
+        uniform = FrameStackReplayBuffer(10_000, frames, discrete, "cpu", n_envs=n_envs)
+        added = buffer.priorities.nbytes + buffer.tree.nodes.nbytes
+        assert added == 10_000 * 4 + 2 * 16_384 * 8  # float32 per transition; float64 tree over 2^14 leaves
+        assert buffer.nbytes == uniform.nbytes + added
+        fixed = buffer.nbytes - buffer.side_nbytes
+        assert PrioritizedFrameStackReplayBuffer.estimate_nbytes(10_000, frames, n_envs, discrete) == fixed
