@@ -204,7 +204,7 @@ class FrameStackReplayBuffer(PackedRows, ReplayBuffer):
     def _extend_layout(
         cls, layout: dict[str, tuple[tuple[int, ...], np.dtype]]
     ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """The arrays to allocate: ``layout`` here; a subclass with more per-position arrays adds them."""
+        """The arrays to allocate: ``layout`` here; a subclass with more arrays (per position or not) adds them."""
         return layout
 
     @classmethod

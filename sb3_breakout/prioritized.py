@@ -16,7 +16,7 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_breakout.buffers import FrameStackReplayBuffer, _layout
+from sb3_breakout.buffers import FrameStackReplayBuffer
 
 #: Samples drawn without a priority update in between after which :meth:`PrioritizedFrameStackReplayBuffer.sample`
 #: refuses: a learner that never updates priorities (SB3's DQN, sb3-contrib's QRDQN under rl_zoo3.train)
@@ -133,18 +133,13 @@ class PrioritizedFrameStackReplayBuffer(FrameStackReplayBuffer):
 
     @classmethod
     def _extend_layout(cls, layout: dict[str, Any]) -> dict[str, Any]:
-        """The uniform buffer's arrays plus ``priorities``: float32, one per (position, env)."""
+        """
+        The uniform buffer's arrays plus ``priorities`` (float32, one per (position, env)) and the sum
+        tree's nodes (float64, twice its power-of-two leaves): ``estimate_nbytes`` counts both.
+        """
         size, n_envs = layout["rewards"][0]
-        return {**layout, "priorities": ((size, n_envs), np.dtype(np.float32))}
-
-    @classmethod
-    def estimate_nbytes(cls, buffer_size: int, observation_space: Any, n_envs: int = 1,
-                        action_space: Any = None) -> int:
-        """The uniform buffer's estimate with ``priorities``, plus the sum tree (float64, ~16 B per transition)."""
-        layout = _layout(buffer_size, observation_space, action_space, n_envs)
-        size, n_envs = layout["rewards"][0]
-        return super().estimate_nbytes(buffer_size, observation_space, n_envs, action_space) \
-            + 2 * SumTree.capacity_for(size * n_envs) * np.dtype(np.float64).itemsize
+        return {**layout, "priorities": ((size, n_envs), np.dtype(np.float32)),
+                "sum_tree": ((2 * SumTree.capacity_for(size * n_envs),), np.dtype(np.float64))}
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
