@@ -1,10 +1,13 @@
+import re
+
 import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from sb3_contrib.qrdqn.policies import QRDQNPolicy
 from stable_baselines3.dqn.policies import DQNPolicy
 
-from sb3_breakout.torch_layers import NatureCNN
+from sb3_breakout.torch_layers import NatureCNN, shift_randomly
 
 CHW = spaces.Box(0, 255, (4, 84, 84), np.uint8)
 HWC = spaces.Box(0, 255, (84, 84, 4), np.uint8)
@@ -102,3 +105,47 @@ def test_each_speed_option_trains_like_the_plain_configuration(policy_kwargs, pl
     loss = short_run(policy_kwargs)
     assert np.isfinite(loss) and np.isfinite(plain_loss)
     assert loss == pytest.approx(plain_loss, rel=0.5, abs=1e-3)
+
+
+def test_random_shift_moves_each_frame_stack_as_one_within_the_padding():
+    """DrQ's shift: every item is a window of its edge-padded frames, one offset for its 4 stacked frames."""
+    th.manual_seed(0)
+    frames = th.rand(200, 4, 12, 12)
+    shifted = shift_randomly(frames, 2)
+    assert shifted.shape == frames.shape
+    padded = th.nn.functional.pad(frames, (2, 2, 2, 2), mode="replicate")
+    offsets = set()
+    for item in range(len(frames)):
+        matches = [(dy, dx) for dy in range(5) for dx in range(5)
+                   if th.equal(shifted[item], padded[item, :, dy:dy + 12, dx:dx + 12])]
+        assert matches, f"item {item} is not a window of its padded frames"
+        offsets.add(matches[0])
+    assert offsets == {(dy, dx) for dy in range(5) for dx in range(5)}  # every offset in [0, 4]^2 is drawn
+
+
+def test_random_shift_acts_only_in_training_mode_so_acting_and_targets_see_true_frames():
+    th.manual_seed(0)
+    plain = NatureCNN(CHW)
+    drq = NatureCNN(CHW, random_shift=4)
+    drq.load_state_dict(plain.state_dict())
+    frames = th.randint(0, 256, (8, 4, 84, 84), dtype=th.uint8)
+    drq.eval()
+    th.testing.assert_close(drq(frames), plain(frames))
+    drq.train()
+    assert not th.allclose(drq(frames), plain(frames))
+    # in a QR-DQN policy, train() puts only the online network in training mode: the target stays exact
+    policy = QRDQNPolicy(CHW, spaces.Discrete(4), lambda _: 1e-4, features_extractor_class=NatureCNN,
+                         features_extractor_kwargs=dict(random_shift=4), net_arch=[], n_quantiles=8)
+    policy.set_training_mode(True)
+    target = policy.quantile_net_target
+    assert target.features_extractor.random_shift == 4 and not target.training
+    th.testing.assert_close(target(frames), target(frames))
+    assert not th.equal(policy.quantile_net(frames), policy.quantile_net(frames))
+    policy.set_training_mode(False)  # as SB3's collect_rollouts, evaluate and predict run it
+    th.testing.assert_close(policy.quantile_net(frames), policy.quantile_net(frames))
+
+
+@pytest.mark.parametrize("bad", [-1, 17, 2.5, True, "4"])
+def test_bad_random_shift_raises_naming_the_value(bad):
+    with pytest.raises(ValueError, match=re.escape(f"random_shift={bad!r}") + r".*\[0, 16\]"):
+        NatureCNN(CHW, random_shift=bad)
