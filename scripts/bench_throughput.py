@@ -12,8 +12,8 @@ Training throughput on this machine, in one run: agent steps/s in the learning p
       ``hyperparams/qrdqn.yml`` (same pieces as (c), and the quantile loss of
       :mod:`sb3_breakout.quantile_loss`), the fast entry as shipped (one update per 8 agent steps) and
       its levers: 1 update per 4 (``c-qr-fast-rr4``, the entry before) or per 16 agent steps, batch 64,
-      50 quantiles, prioritized replay (``c-qr-fast-per``: :mod:`sb3_breakout.prioritized`), DrQ's
-      random shift (``c-qr-fast-drq``),
+      50 quantiles, prioritized replay (``c-qr-fast-per``: :mod:`sb3_breakout.prioritized`), 8 games
+      at the same replay ratio (``c-qr-fast-n8``), DrQ's random shift (``c-qr-fast-drq``),
 
 then, for the hardware, (d) the time of one DQN and one QR-DQN update (batch 32; QR-DQN with
 sb3-contrib's loss and with this package's) in the default
@@ -397,6 +397,9 @@ CONFIGS = {
         "profile": "fast",
         "replay_buffer_class": "importlib.import_module('sb3_breakout.prioritized').PrioritizedFrameStackReplayBuffer",
         "replay_buffer_kwargs": "dict(n_steps=3, gamma=0.99, alpha=0.5, beta=0.4)"}),
+    # 8 games at train_freq 1: the same one update per 8 agent steps, twice the games per forward pass
+    "c-qr-fast-n8": ("  qrdqn.yml fast entry, 8 games at train_freq 1 (1 update / 8 agent steps)", {
+        "profile": "fast", "n_envs": 8, "train_freq": 1}),
     # DrQ's random shift of the sampled frames (NatureCNN random_shift, training mode only)
     "c-qr-fast-drq": ("  qrdqn.yml fast entry, DrQ random shift of +-4 pixels", {
         "profile": "fast",
@@ -404,7 +407,7 @@ CONFIGS = {
 }
 QRDQN_ROWS = ("b-qr", "c-qr", "c-qr-fast", "c-qr-fast-before", "c-qr-fast-unfused", "c-qr-fast-ale",
               "c-qr-fast-rr4", "c-qr-fast-rr16", "c-qr-fast-b64", "c-qr-fast-q50", "c-qr-fast-per",
-              "c-qr-fast-drq")
+              "c-qr-fast-n8", "c-qr-fast-drq")
 CPU_ONLY_ROWS = ("a",)  # the notebook loop runs on the CPU
 CUDA_ONLY_ROWS = ("c-gpu-frames",)  # frames in GPU memory: nothing to time on the CPU
 
