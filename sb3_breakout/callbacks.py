@@ -1,4 +1,4 @@
-"""Callbacks that reproduce the notebooks' exploration schedule and their running-reward log."""
+"""Callbacks: the notebooks' exploration schedule and running-reward log, and schedules of the learner's settings."""
 
 from __future__ import annotations
 
@@ -224,4 +224,58 @@ class NStepScheduleCallback(BaseCallback):
     def _on_step(self) -> bool:
         # read from the model each step: load_replay_buffer may have put another buffer there
         self.model.replay_buffer.n_steps = self.value(self.num_timesteps)  # type: ignore[union-attr]
+        return True
+
+
+class ReplayRatioScheduleCallback(BaseCallback):
+    """
+    More updates per agent step early in a run, fewer later: ``train_freq`` switched at an agent step.
+
+    On a CPU the update is most of a step's time, so the fast QR-DQN entry makes one update per 8
+    agent steps; per agent step it learns slower than at one per 4, most of all before ~200k
+    (docs/results.md), which is where the running mean's crossing of 40 is decided. This callback sets
+    the learner's ``train_freq`` to ``initial`` (in SB3's unit, vector steps, as the YAML's) until
+    agent step ``until`` and to ``final`` from then on. Neither SB3 nor sb3-contrib schedules
+    ``train_freq``; a callback in the YAML's ``callback`` list is read by ``sb3_breakout.train`` and
+    ``rl_zoo3.train`` alike, so both trainers make the same updates. It reads only ``num_timesteps``,
+    so a resumed run (whose zip may hold either value) continues the schedule where it stopped. SB3
+    reads ``train_freq`` when it starts collecting, so the switch takes effect at the next collection
+    (at most ``initial`` vector steps late).
+
+    :param initial: ``train_freq`` before ``until`` (vector steps; 1 with the entry's 4 games: one update
+        per 4 agent steps).
+    :param final: ``train_freq`` from ``until`` on: the entry's own ``train_freq`` (checked when a run
+        starts from step 0).
+    :param until: agent step (all games together) where ``final`` takes over (150,000).
+    :param verbose: 0 silent.
+    :raises ValueError: a ``train_freq`` below 1, a negative ``until``, or ``final`` not the learner's.
+    """
+
+    def __init__(self, initial: int = 1, final: int = 2, until: int = 150_000, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        if int(initial) < 1 or int(final) < 1:
+            raise ValueError(f"initial={initial} and final={final} must be integers >= 1 (vector steps)")
+        if int(until) < 0:
+            raise ValueError(f"until={until} must be an agent step >= 0")
+        self.initial, self.final, self.until = int(initial), int(final), int(until)
+
+    def value(self, t: int) -> int:
+        """``train_freq`` (vector steps) after ``t`` agent steps."""
+        return self.initial if t < self.until else self.final
+
+    def _apply(self) -> None:
+        current = self.model.train_freq  # type: ignore[attr-defined]
+        wanted = self.value(self.num_timesteps)
+        if current.frequency != wanted:
+            self.model.train_freq = type(current)(wanted, current.unit)  # type: ignore[attr-defined]
+
+    def _on_training_start(self) -> None:
+        own = self.model.train_freq.frequency  # type: ignore[attr-defined]
+        if self.num_timesteps == 0 and own != self.final:
+            raise ValueError(f"ReplayRatioScheduleCallback: final={self.final} is not the learner's train_freq="
+                             f"{own}; pass final={own} (the entry's own train_freq, in vector steps)")
+        self._apply()
+
+    def _on_step(self) -> bool:
+        self._apply()
         return True

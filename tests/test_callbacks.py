@@ -9,7 +9,12 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_breakout.buffers import FrameStackReplayBuffer
-from sb3_breakout.callbacks import LinearEpsilonCallback, NStepScheduleCallback, RunningRewardCallback
+from sb3_breakout.callbacks import (
+    LinearEpsilonCallback,
+    NStepScheduleCallback,
+    ReplayRatioScheduleCallback,
+    RunningRewardCallback,
+)
 from sb3_breakout.envs import make_breakout_env
 from sb3_breakout.torch_layers import NatureCNN
 
@@ -197,3 +202,49 @@ def test_n_step_schedule_needs_a_buffer_with_a_horizon_and_sane_bounds():
         NStepScheduleCallback(start=200, end=100)
     with pytest.raises(ValueError, match=re.escape("final=0")):
         NStepScheduleCallback(final=0)
+
+
+class UpdateProbe(BaseCallback):
+    """Records (agent steps, updates made so far, train_freq) at every vector step."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    def _on_step(self):
+        self.rows.append((self.num_timesteps, self.model._n_updates, self.model.train_freq.frequency))
+        return True
+
+
+def updates_between(rows, start, end):
+    at = {t: n for t, n, _ in rows}
+    return at[end] - at[start]
+
+
+def test_replay_ratio_schedule_makes_more_updates_before_its_step_and_resumes_where_it_stopped():
+    env = make_breakout_env("deepmind", n_envs=4, seed=0)
+    model = make_dqn(env, train_freq=2)  # the entry's own: one update per 8 agent steps with 4 games
+    probe = UpdateProbe()
+    model.learn(300, callback=[ReplayRatioScheduleCallback(initial=1, final=2, until=400), probe])
+    assert model.train_freq.frequency == 1  # stopped before its step: the zip would hold the early value
+    assert updates_between(probe.rows, 100, 300) == 50  # one update per vector step of 4 games
+    # a resumed run (the model holds train_freq 1) switches at step 400 all the same
+    model.learn(700, reset_num_timesteps=False,
+                callback=[ReplayRatioScheduleCallback(initial=1, final=2, until=400), probe])
+    env.close()
+    assert all(freq == 1 for t, _, freq in probe.rows if t < 400)
+    assert all(freq == 2 for t, _, freq in probe.rows if t >= 408)  # the next collection at the latest
+    assert updates_between(probe.rows, 500, 1000) == 62  # one per 8 agent steps from then on
+    assert model.train_freq.frequency == 2
+
+
+def test_replay_ratio_schedule_refuses_a_final_value_that_is_not_the_entrys():
+    env = make_breakout_env("deepmind", seed=0)
+    model = make_dqn(env, train_freq=4)
+    with pytest.raises(ValueError, match=re.escape("final=2 is not the learner's train_freq=4; pass final=4")):
+        model.learn(10, callback=ReplayRatioScheduleCallback(initial=1, final=2))
+    env.close()
+    with pytest.raises(ValueError, match=re.escape("initial=0")):
+        ReplayRatioScheduleCallback(initial=0)
+    with pytest.raises(ValueError, match=re.escape("until=-1")):
+        ReplayRatioScheduleCallback(until=-1)
