@@ -120,6 +120,25 @@ def test_both_trainers_make_the_same_updates_from_one_file(tmp_path):
     assert counts[0] == counts[1] == len(range(204, 2001, 4)) == 450  # num_timesteps > 200, every 4 agent steps
 
 
+def test_both_trainers_follow_the_replay_ratio_schedule_from_one_file(tmp_path):
+    """ReplayRatioScheduleCallback is a YAML callback: rl_zoo3.train builds it as sb3_breakout.train does,
+    so one file makes the same updates under both (one per 4 agent steps until 1,000, then one per 8)."""
+    entry = small_entry(n_envs=4, train_freq=2, target_update_interval=400, learning_starts=200)
+    entry["callback"] = [{"sb3_breakout.callbacks.ReplayRatioScheduleCallback": dict(initial=1, final=2, until=1000)},
+                         *entry["callback"]]
+    conf = write_conf(tmp_path, entry)
+    for trainer, folder in (("sb3_breakout.train", "ours"), ("rl_zoo3.train", "zoo")):
+        args = ["-m", trainer, "-conf", str(conf), "-n", "2000", "--seed", "0", "-f", folder, "--num-threads", "1"]
+        if trainer == "rl_zoo3.train":
+            args += ["--algo", "dqn", "--env", ENV, "--eval-freq", "-1"]
+        done = run_cli(args, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+    counts = [DQN.load(tmp_path / folder / "dqn" / f"{ENV}_1" / f"{ENV}.zip", device="cpu")._n_updates
+              for folder in ("ours", "zoo")]
+    # every 4 agent steps after step 200 up to the switch, then every 8 (the entry's train_freq 2 of 4 games)
+    assert counts[0] == counts[1] == len(range(204, 1001, 4)) + len(range(1008, 2001, 8)) == 325
+
+
 def test_a_run_of_the_older_rewriting_resumes_as_it_was_trained(tmp_path):
     """Runs of earlier versions say train_freq 4 with 4 games in config.yml and trained with SB3's 1 (the
     package rewrote it): a resume goes on with the checkpoint model's schedule, not 4x fewer updates."""
