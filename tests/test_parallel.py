@@ -101,22 +101,28 @@ def test_four_games_train_as_one_in_agent_steps(tmp_path):
     assert saved["train_freq"] == 1 and saved["gradient_steps"] == 1
 
 
+def train_with_both_trainers(conf, tmp_path):
+    """2,000 agent steps of ``conf`` under sb3_breakout.train (in ``ours/``) and rl_zoo3.train (``zoo/``):
+    our trainer's finished process and the two saved models' update counts."""
+    ours = run_cli(["-m", "sb3_breakout.train", "-conf", str(conf), "-n", "2000", "--seed", "0", "-f", "ours",
+                    "--num-threads", "1"], cwd=tmp_path)
+    assert ours.returncode == 0, ours.stderr[-3000:]
+    zoo = run_cli(["-m", "rl_zoo3.train", "--algo", "dqn", "--env", ENV, "-conf", str(conf), "-n", "2000",
+                   "--seed", "0", "-f", "zoo", "--eval-freq", "-1", "--num-threads", "1"], cwd=tmp_path)
+    assert zoo.returncode == 0, zoo.stderr[-3000:]
+    return ours, [DQN.load(tmp_path / folder / "dqn" / f"{ENV}_1" / f"{ENV}.zip", device="cpu")._n_updates
+                  for folder in ("ours", "zoo")]
+
+
 def test_both_trainers_make_the_same_updates_from_one_file(tmp_path):
     """One YAML, two trainers: a 4-game entry gives the same update count under sb3_breakout.train and
     rl_zoo3.train (before, this package rewrote train_freq for n_envs in its own trainer only: 450 updates
     against 113 from one file)."""
     conf = write_conf(tmp_path, small_entry(n_envs=4, train_freq=1, target_update_interval=400,
                                             learning_starts=200))
-    ours = run_cli(["-m", "sb3_breakout.train", "-conf", str(conf), "-n", "2000", "--seed", "0", "-f", "ours",
-                    "--num-threads", "1"], cwd=tmp_path)
-    assert ours.returncode == 0, ours.stderr[-3000:]
+    ours, counts = train_with_both_trainers(conf, tmp_path)
     assert "4 games: train_freq 1 vector steps (SB3's unit), gradient_steps 1: one update per 4 agent steps" \
         in ours.stdout
-    zoo = run_cli(["-m", "rl_zoo3.train", "--algo", "dqn", "--env", ENV, "-conf", str(conf), "-n", "2000",
-                   "--seed", "0", "-f", "zoo", "--eval-freq", "-1", "--num-threads", "1"], cwd=tmp_path)
-    assert zoo.returncode == 0, zoo.stderr[-3000:]
-    counts = [DQN.load(tmp_path / folder / "dqn" / f"{ENV}_1" / f"{ENV}.zip", device="cpu")._n_updates
-              for folder in ("ours", "zoo")]
     assert counts[0] == counts[1] == len(range(204, 2001, 4)) == 450  # num_timesteps > 200, every 4 agent steps
 
 
@@ -126,15 +132,7 @@ def test_both_trainers_follow_the_replay_ratio_schedule_from_one_file(tmp_path):
     entry = small_entry(n_envs=4, train_freq=2, target_update_interval=400, learning_starts=200)
     entry["callback"] = [{"sb3_breakout.callbacks.ReplayRatioScheduleCallback": dict(initial=1, final=2, until=1000)},
                          *entry["callback"]]
-    conf = write_conf(tmp_path, entry)
-    for trainer, folder in (("sb3_breakout.train", "ours"), ("rl_zoo3.train", "zoo")):
-        args = ["-m", trainer, "-conf", str(conf), "-n", "2000", "--seed", "0", "-f", folder, "--num-threads", "1"]
-        if trainer == "rl_zoo3.train":
-            args += ["--algo", "dqn", "--env", ENV, "--eval-freq", "-1"]
-        done = run_cli(args, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr[-3000:]
-    counts = [DQN.load(tmp_path / folder / "dqn" / f"{ENV}_1" / f"{ENV}.zip", device="cpu")._n_updates
-              for folder in ("ours", "zoo")]
+    _, counts = train_with_both_trainers(write_conf(tmp_path, entry), tmp_path)
     # every 4 agent steps after step 200 up to the switch, then every 8 (the entry's train_freq 2 of 4 games)
     assert counts[0] == counts[1] == len(range(204, 1001, 4)) + len(range(1008, 2001, 8)) == 325
 
