@@ -247,11 +247,11 @@ class ReplayRatioScheduleCallback(BaseCallback):
     :param final: ``train_freq`` from ``until`` on: the entry's own ``train_freq`` (checked when a run
         starts from step 0).
     :param until: agent step (all games together) where ``final`` takes over (150,000).
-    :param verbose: 0 silent.
+    :param verbose: 1 (default): one line when ``train_freq`` changes; 0 silent.
     :raises ValueError: a ``train_freq`` below 1, a negative ``until``, or ``final`` not the learner's.
     """
 
-    def __init__(self, initial: int = 1, final: int = 2, until: int = 150_000, verbose: int = 0) -> None:
+    def __init__(self, initial: int = 1, final: int = 2, until: int = 150_000, verbose: int = 1) -> None:
         super().__init__(verbose)
         if int(initial) < 1 or int(final) < 1:
             raise ValueError(f"initial={initial} and final={final} must be integers >= 1 (vector steps)")
@@ -268,6 +268,9 @@ class ReplayRatioScheduleCallback(BaseCallback):
         wanted = self.value(self.num_timesteps)
         if current.frequency != wanted:
             self.model.train_freq = type(current)(wanted, current.unit)  # type: ignore[attr-defined]
+            if self.verbose >= 1:
+                print(f"ReplayRatioScheduleCallback: train_freq {current.frequency} -> {wanted} vector steps "
+                      f"at agent step {self.num_timesteps:,}", flush=True)
 
     def _on_training_start(self) -> None:
         own = self.model.train_freq.frequency  # type: ignore[attr-defined]

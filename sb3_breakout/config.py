@@ -263,7 +263,7 @@ def resolve(name: Any, what: str) -> Any:
         raise ConfigError(f"{what} {name!r} cannot be imported: no such module or class") from None
 
 
-def _named_entries(value: Any, what: str) -> list[tuple[str, dict[str, Any]]]:
+def named_entries(value: Any, what: str) -> list[tuple[str, dict[str, Any]]]:
     """RL Zoo's ``name`` / ``[name, {name: kwargs}, ...]`` lists as (name, kwargs) pairs."""
     items = value if isinstance(value, list) else [value]
     pairs = []
@@ -344,13 +344,13 @@ def validate_entry(entry: dict[str, Any], algo: str = "dqn", resumed: bool = Fal
                 raise ConfigError(f"{key} {entry[key]!r} cannot be evaluated: {type(exc).__name__}: {exc}") from None
     _check_policy_kwargs(entry, algo, resumed)
     _check_n_step(entry)
-    for name, kwargs in _named_entries(entry.get("env_wrapper", []), "env_wrapper"):
+    for name, kwargs in named_entries(entry.get("env_wrapper", []), "env_wrapper"):
         wrapper = resolve(name, "env_wrapper")
         _check_call(wrapper, kwargs, f"env_wrapper {name}", first=(None,))
         if wrapper is breakout_preprocessing and kwargs.get("profile", "deepmind") not in PROFILES:
             raise ConfigError(f"env_wrapper {name}: unknown profile {kwargs['profile']!r}; "
                               f"choose one of {', '.join(PROFILES)}")
-    for name, kwargs in _named_entries(entry.get("callback", []), "callback"):
+    for name, kwargs in named_entries(entry.get("callback", []), "callback"):
         callback_class = resolve(name, "callback")
         try:
             callback_class(**kwargs)

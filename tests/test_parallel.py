@@ -39,6 +39,15 @@ def test_train_freq_is_read_in_vector_steps():
     assert describe_schedule({"n_envs": 1, "train_freq": 4}) is None
     assert describe_schedule({"n_envs": 4, "train_freq": 1, "gradient_steps": 1}) == (
         "4 games: train_freq 1 vector steps (SB3's unit), gradient_steps 1: one update per 4 agent steps")
+    # a replay-ratio schedule in the callback list, as RL Zoo's YAML names it (with keywords, or bare)
+    scheduled = {"n_envs": 4, "train_freq": 2, "callback": [
+        "sb3_breakout.callbacks.RunningRewardCallback",
+        {"sb3_breakout.callbacks.ReplayRatioScheduleCallback": {"initial": 1, "final": 2, "until": 150_000}}]}
+    assert describe_schedule(scheduled) == (
+        "4 games: train_freq 2 vector steps (SB3's unit), gradient_steps 1: one update per 8 agent steps; "
+        "one per 4 before agent step 150,000 (ReplayRatioScheduleCallback, train_freq 1)")
+    bare = {"n_envs": 4, "train_freq": 2, "callback": "sb3_breakout.callbacks.ReplayRatioScheduleCallback"}
+    assert describe_schedule(bare) == describe_schedule(scheduled)  # the callback's defaults
 
 
 def test_target_interval_not_a_multiple_of_n_envs_is_refused(tmp_path):
@@ -132,7 +141,9 @@ def test_both_trainers_follow_the_replay_ratio_schedule_from_one_file(tmp_path):
     entry = small_entry(n_envs=4, train_freq=2, target_update_interval=400, learning_starts=200)
     entry["callback"] = [{"sb3_breakout.callbacks.ReplayRatioScheduleCallback": dict(initial=1, final=2, until=1000)},
                          *entry["callback"]]
-    _, counts = train_with_both_trainers(write_conf(tmp_path, entry), tmp_path)
+    ours, counts = train_with_both_trainers(write_conf(tmp_path, entry), tmp_path)
+    assert "one update per 8 agent steps; one per 4 before agent step 1,000" in ours.stdout
+    assert "ReplayRatioScheduleCallback: train_freq 1 -> 2 vector steps at agent step 1,00" in ours.stdout
     # every 4 agent steps after step 200 up to the switch, then every 8 (the entry's train_freq 2 of 4 games)
     assert counts[0] == counts[1] == len(range(204, 1001, 4)) + len(range(1008, 2001, 8)) == 325
 
