@@ -13,7 +13,8 @@ Training throughput on this machine, in one run: agent steps/s in the learning p
       :mod:`sb3_breakout.quantile_loss`), the fast entry as shipped (one update per 8 agent steps) and
       its levers: 1 update per 4 (``c-qr-fast-rr4``, the entry before) or per 16 agent steps, batch 64,
       50 quantiles, prioritized replay (``c-qr-fast-per``: :mod:`sb3_breakout.prioritized`), 8 games
-      at the same replay ratio (``c-qr-fast-n8``), DrQ's random shift (``c-qr-fast-drq``),
+      at the same replay ratio (``c-qr-fast-n8``), DrQ's random shift (``c-qr-fast-drq``), Double DQN's
+      target (``c-qr-fast-dq``: :mod:`sb3_breakout.double_q`),
 
 then, for the hardware, (d) the time of one DQN and one QR-DQN update (batch 32; QR-DQN with
 sb3-contrib's loss and with this package's) in the default
@@ -188,6 +189,8 @@ def run_ours(warmup: int, steps: int, overrides: dict, algo: str = "dqn") -> tup
     import argparse as ap
     import tempfile
 
+    from rl_zoo3.utils import get_class_by_name
+
     from sb3_breakout.callbacks import LinearEpsilonCallback
     from sb3_breakout.config import default_config
     from sb3_breakout.parallel import vector_step_schedule
@@ -195,6 +198,8 @@ def run_ours(warmup: int, steps: int, overrides: dict, algo: str = "dqn") -> tup
 
     overrides = dict(overrides)
     profile = overrides.pop("profile", None)
+    # callbacks that change the learner (the entry's own are left out: the timer sets epsilon), as class paths
+    extra = [get_class_by_name(path)(verbose=0) for path in overrides.pop("extra_callbacks", [])]
     if profile is not None:
         overrides["learning_starts"] = BATCH
     elif int(overrides.get("n_envs", 1)) > 1:  # the recipe's one update per 4 agent steps, in SB3's units
@@ -209,7 +214,7 @@ def run_ours(warmup: int, steps: int, overrides: dict, algo: str = "dqn") -> tup
         touch_buffer(model.replay_buffer)
         timer = StepTimer(warmup)
         eps = LinearEpsilonCallback(random_steps=0, decay_steps=1, initial_eps=EPS, final_eps=EPS)
-        model.learn(warmup + steps, callback=[eps, timer])
+        model.learn(warmup + steps, callback=[*extra, eps, timer])
         rate = timer.rate()
         extractor = getattr(model.policy, "q_net", None) or model.policy.quantile_net
         choice = getattr(extractor.features_extractor, "precision", None)
@@ -404,10 +409,13 @@ CONFIGS = {
     "c-qr-fast-drq": ("  qrdqn.yml fast entry, DrQ random shift of +-4 pixels", {
         "profile": "fast",
         "policy_kwargs": fast_qr_policy_kwargs().replace("bf16='auto')", "bf16='auto', random_shift=4)")}),
+    # Double DQN's target (sb3_breakout.double_q): one more forward pass of the online network per update
+    "c-qr-fast-dq": ("  qrdqn.yml fast entry, double-Q target (DoubleQCallback)", {
+        "profile": "fast", "extra_callbacks": ["sb3_breakout.double_q.DoubleQCallback"]}),
 }
 QRDQN_ROWS = ("b-qr", "c-qr", "c-qr-fast", "c-qr-fast-before", "c-qr-fast-unfused", "c-qr-fast-ale",
               "c-qr-fast-rr4", "c-qr-fast-rr16", "c-qr-fast-b64", "c-qr-fast-q50", "c-qr-fast-per",
-              "c-qr-fast-n8", "c-qr-fast-drq")
+              "c-qr-fast-n8", "c-qr-fast-drq", "c-qr-fast-dq")
 CPU_ONLY_ROWS = ("a",)  # the notebook loop runs on the CPU
 CUDA_ONLY_ROWS = ("c-gpu-frames",)  # frames in GPU memory: nothing to time on the CPU
 
