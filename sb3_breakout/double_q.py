@@ -16,8 +16,10 @@ Why a callback that wraps the target network's ``forward``: neither SB3's ``DQN`
 trainers. Both ``train()`` loops take ``max``/``argmax`` over actions of whatever the target network
 returns for the next observations, so the wrapped network returns, for every action, the target
 values of the online network's greedy action: the maximum over actions is then exactly Double DQN's
-target. The online network's forward pass on the next observations is the extra cost (~a quarter of
-an update's time on a CPU). Nothing is saved differently: the wrapper is an instance attribute, not a
+target. The online network chooses in eval mode (no DrQ shift of
+:class:`~sb3_breakout.torch_layers.NatureCNN`), as the target network evaluates; its forward pass on the
+next observations is the extra cost (~a quarter of an update's time on a CPU). The wrapper lives from
+the start of ``learn()`` to its end. Nothing is saved differently: it is an instance attribute, not a
 module or a parameter, so the zips and their ``state_dict`` are the plain learner's, ``rl_zoo3
 enjoy``, ``evaluate`` and ``record`` load them as before (they never use the target network), and a
 resumed run gets the wrapper again from its YAML's callback list at its start.
@@ -74,16 +76,29 @@ class DoubleQCallback(BaseCallback):
 
         def double_q_forward(observations: th.Tensor) -> th.Tensor:
             values = own_forward(target, observations)
-            with th.no_grad():
-                actions = greedy_actions(online(observations))
+            training = online.training  # train() puts it in training mode: no DrQ shift for the choice
+            online.train(False)
+            try:
+                with th.no_grad():
+                    actions = greedy_actions(online(observations))
+            finally:
+                online.train(training)
             return evaluated_at(values, actions)
 
         # instance attributes, not submodules: nothing enters the state_dict or the saved zip
         object.__setattr__(target, "forward", double_q_forward)
         object.__setattr__(target, "double_q_online", online)
+        self._wrapped = target
         if self.verbose >= 1:
             print(f"DoubleQCallback: {target_name} evaluates {online_name}'s greedy action (Double DQN's target)",
                   flush=True)
 
     def _on_step(self) -> bool:
         return True
+
+    def _on_training_end(self) -> None:
+        """Unwrap: a later ``learn()`` without this callback trains with the learner's own target."""
+        target, self._wrapped = getattr(self, "_wrapped", None), None
+        if target is not None:
+            for name in ("forward", "double_q_online"):
+                target.__dict__.pop(name, None)

@@ -90,16 +90,18 @@ def describe_schedule(entry: dict[str, Any]) -> str | None:
     One line for the training log of an entry with parallel games (None for one game); with a
     ``ReplayRatioScheduleCallback`` in its callbacks, the early rate and the agent step of the switch too.
     """
+    schedules = [kwargs for name, kwargs in named_entries(entry.get("callback") or [], "callback")
+                 if str(name).rsplit(".", 1)[-1] == ReplayRatioScheduleCallback.__name__]
+    early = ReplayRatioScheduleCallback(**schedules[0]) if schedules else None
+    if early is not None:  # a run resumed before the switch holds the early train_freq: name the final one
+        entry = {**entry, "train_freq": early.final}
     n_envs = int(entry.get("n_envs", 1))
     per_update = agent_steps_per_update(entry)
     if n_envs <= 1 or per_update is None:
         return None
     line = (f"{n_envs} games: train_freq {_train_freq_steps(entry.get('train_freq', 4))} vector steps (SB3's unit), "
             f"gradient_steps {entry.get('gradient_steps', 1)}: one update per {float(per_update):g} agent steps")
-    schedules = [kwargs for name, kwargs in named_entries(entry.get("callback") or [], "callback")
-                 if str(name).rsplit(".", 1)[-1] == ReplayRatioScheduleCallback.__name__]
-    if schedules:
-        early = ReplayRatioScheduleCallback(**schedules[0])
+    if early is not None:
         early_per_update = agent_steps_per_update({**entry, "train_freq": early.initial})
         line += (f"; one per {float(early_per_update):g} before agent step {early.until:,} "
                  f"(ReplayRatioScheduleCallback, train_freq {early.initial})")

@@ -48,6 +48,8 @@ def test_train_freq_is_read_in_vector_steps():
         "one per 4 before agent step 150,000 (ReplayRatioScheduleCallback, train_freq 1)")
     bare = {"n_envs": 4, "train_freq": 2, "callback": "sb3_breakout.callbacks.ReplayRatioScheduleCallback"}
     assert describe_schedule(bare) == describe_schedule(scheduled)  # the callback's defaults
+    # a run resumed before the switch: its zip holds train_freq 1, the line still names the entry's 2
+    assert describe_schedule({**scheduled, "train_freq": 1}) == describe_schedule(scheduled)
 
 
 def test_target_interval_not_a_multiple_of_n_envs_is_refused(tmp_path):
