@@ -199,7 +199,7 @@ def test_train_passes_hyperparams_and_checks_the_greedy_agent(tmp_path):
 
 
 def test_train_without_n_trains_the_entrys_steps_so_its_lr_schedule_is_the_entrys(tmp_path):
-    # the QR-DQN fast entry's lr decays to 0 at -n (lin_5e-4 over its 1M): a default of the script's
+    # the QR-DQN fast entry's lr decays to 0 at -n (lin_1e-3 over its 1M): a default of the script's
     # own (500k, before) made it decay twice as fast without a word
     args = argparse.Namespace(algo="qrdqn", profile="fast", n_timesteps=None, seed=1, log_folder=str(tmp_path / "runs"),
                               eval_every=100_000, eval_games=5, num_threads=1, hyperparams=[])

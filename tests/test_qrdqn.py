@@ -83,8 +83,8 @@ def test_yaml_entries_are_the_dqn_recipe_with_the_quantile_head():
         random_steps=20_000, decay_steps=100_000, initial_eps=1.0, final_eps=0.01)}
     assert fast["max_grad_norm"] is None and "eps=0.01 / 32" in fast["policy_kwargs"]
     assert fast["replay_buffer_kwargs"] == "dict(n_steps=3, gamma=0.99)"
-    # twice the step for half the updates: 5e-4 falling to 0 over the preset's 1M steps
-    assert fast["learning_rate"] == "lin_5e-4" and fast["n_timesteps"] == 1e6
+    # four times the notebooks' step for half the updates: 1e-3 falling to 0 over the preset's 1M steps
+    assert fast["learning_rate"] == "lin_1e-3" and fast["n_timesteps"] == 1e6
 
 
 # ---------------------------------------------------------------------------- train and watch
