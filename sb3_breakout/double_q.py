@@ -70,9 +70,7 @@ class DoubleQCallback(BaseCallback):
         else:
             raise ValueError(f"DoubleQCallback: {type(self.model).__name__}'s policy has no online/target "
                              "network pair (q_net/q_net_target or quantile_net/quantile_net_target)")
-        if getattr(target, "double_q_online", None) is online:
-            return  # already wrapped (a second learn() of the same model)
-        own_forward = type(target).forward
+        own_forward = type(target).forward  # the class's: wrapping again (a second callback) changes nothing
 
         def double_q_forward(observations: th.Tensor) -> th.Tensor:
             values = own_forward(target, observations)
@@ -85,9 +83,8 @@ class DoubleQCallback(BaseCallback):
                 online.train(training)
             return evaluated_at(values, actions)
 
-        # instance attributes, not submodules: nothing enters the state_dict or the saved zip
+        # an instance attribute, not a submodule: nothing enters the state_dict or the saved zip
         object.__setattr__(target, "forward", double_q_forward)
-        object.__setattr__(target, "double_q_online", online)
         self._wrapped = target
         if self.verbose >= 1:
             print(f"DoubleQCallback: {target_name} evaluates {online_name}'s greedy action (Double DQN's target)",
@@ -100,5 +97,4 @@ class DoubleQCallback(BaseCallback):
         """Unwrap: a later ``learn()`` without this callback trains with the learner's own target."""
         target, self._wrapped = getattr(self, "_wrapped", None), None
         if target is not None:
-            for name in ("forward", "double_q_online"):
-                target.__dict__.pop(name, None)
+            target.__dict__.pop("forward", None)
