@@ -32,7 +32,7 @@ from fractions import Fraction
 from typing import Any
 
 from sb3_breakout.callbacks import ReplayRatioScheduleCallback
-from sb3_breakout.config import ConfigError, named_entries
+from sb3_breakout.config import ConfigError, named_entries, resolve
 
 
 def _train_freq_steps(value: Any) -> int | None:
@@ -91,7 +91,7 @@ def describe_schedule(entry: dict[str, Any]) -> str | None:
     ``ReplayRatioScheduleCallback`` in its callbacks, the early rate and the agent step of the switch too.
     """
     schedules = [kwargs for name, kwargs in named_entries(entry.get("callback") or [], "callback")
-                 if str(name).rsplit(".", 1)[-1] == ReplayRatioScheduleCallback.__name__]
+                 if resolve(name, "callback") is ReplayRatioScheduleCallback]
     early = ReplayRatioScheduleCallback(**schedules[0]) if schedules else None
     if early is not None:  # a run resumed before the switch holds the early train_freq: name the final one
         entry = {**entry, "train_freq": early.final}
