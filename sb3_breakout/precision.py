@@ -45,10 +45,11 @@ class PrecisionChoice:
     bf16_s: float
     device: str
     threads: int  #: torch CPU threads during the measurement
+    network: str = "NatureCNN"  #: the features extractor's class
 
     def describe(self) -> str:
         """One line for the training log."""
-        return (f"NatureCNN bf16=auto on {self.device} ({self.threads} torch threads): one update (batch 32) "
+        return (f"{self.network} bf16=auto on {self.device} ({self.threads} torch threads): one update (batch 32) "
                 f"fp32 {self.fp32_s * 1e3:.1f} ms, "
                 f"bf16 {self.bf16_s * 1e3:.1f} ms -> {'bf16' if self.bf16 else 'fp32'} "
                 f"(bf16 kept only if > {100 * (MARGIN - 1):.0f}% faster)")
@@ -127,10 +128,12 @@ def choose_bf16(extractor: nn.Module, obs_shape: tuple[int, ...], device: th.dev
     :param verbose: print the choice and both timings (one line).
     """
     threads = th.get_num_threads()
-    key = (str(device), tuple(obs_shape), extractor.features_dim, getattr(extractor, "channels_last", None))
+    network = type(extractor).__name__
+    key = (network, str(device), tuple(obs_shape), extractor.features_dim, getattr(extractor, "channels_last", None))
     if key not in _CHOICES:
         fp32_s, bf16_s = time_updates(extractor, obs_shape, device)
-        _CHOICES[key] = choice = PrecisionChoice(prefer_bf16(fp32_s, bf16_s), fp32_s, bf16_s, str(device), threads)
+        _CHOICES[key] = choice = PrecisionChoice(prefer_bf16(fp32_s, bf16_s), fp32_s, bf16_s, str(device), threads,
+                                                 network)
         if verbose:
             print(choice.describe(), flush=True)
     return _CHOICES[key]

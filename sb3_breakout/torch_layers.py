@@ -81,10 +81,10 @@ class NatureCNN(BaseFeaturesExtractor):
         bf16: bool | str = False, random_shift: int = 0,
     ) -> None:
         if bf16 not in (True, False, "auto"):
-            raise ValueError(f"NatureCNN bf16={bf16!r} is not allowed: True, False or 'auto'")
+            raise ValueError(f"{type(self).__name__} bf16={bf16!r} is not allowed: True, False or 'auto'")
         if isinstance(random_shift, bool) or not isinstance(random_shift, int) or not 0 <= random_shift <= 16:
-            raise ValueError(f"NatureCNN random_shift={random_shift!r} is not allowed: an integer number of "
-                             "pixels in [0, 16] (0: no augmentation)")
+            raise ValueError(f"{type(self).__name__} random_shift={random_shift!r} is not allowed: an integer "
+                             "number of pixels in [0, 16] (0: no augmentation)")
         shape = getattr(observation_space, "shape", None)
         if not isinstance(observation_space, spaces.Box) or shape is None or len(shape) != 3:
             raise ValueError(
@@ -95,21 +95,10 @@ class NatureCNN(BaseFeaturesExtractor):
             n_channels, height, width = shape
         else:
             height, width, n_channels = shape
-        out_h, out_w = _conv_out(height), _conv_out(width)
-        if out_h == 0 or out_w == 0:
-            raise ValueError(
-                f"NatureCNN needs frames of at least 36x36 pixels; observation shape {shape} gives "
-                f"{height}x{width} frames"
-            )
+        self._check_frame_size(shape, height, width)
         super().__init__(observation_space, features_dim)
-
-        layers: list[nn.Module] = []
-        in_channels = n_channels
-        for out_channels, kernel, stride in NATURE_CONVS:
-            layers += [nn.Conv2d(in_channels, out_channels, kernel_size=kernel, stride=stride), nn.ReLU()]
-            in_channels = out_channels
-        self.cnn = nn.Sequential(*layers, nn.Flatten())
-        self.linear = nn.Sequential(nn.Linear(in_channels * out_h * out_w, features_dim), nn.ReLU())
+        self.cnn, flat_size = self._convolutions(n_channels, height, width)
+        self.linear = nn.Sequential(nn.Linear(flat_size, features_dim), nn.ReLU())
         self.channels_last = channels_last
         self.bf16: bool | str = bf16
         self.bf16_auto = bf16 == "auto"
@@ -117,6 +106,23 @@ class NatureCNN(BaseFeaturesExtractor):
         self.random_shift = random_shift
         if channels_last:
             self.cnn.to(memory_format=th.channels_last)
+
+    @staticmethod
+    def _check_frame_size(shape: tuple[int, ...], height: int, width: int) -> None:
+        if _conv_out(height) == 0 or _conv_out(width) == 0:
+            raise ValueError(
+                f"NatureCNN needs frames of at least 36x36 pixels; observation shape {shape} gives "
+                f"{height}x{width} frames"
+            )
+
+    def _convolutions(self, n_channels: int, height: int, width: int) -> tuple[nn.Module, int]:
+        """The convolutional part, ending in a flatten, and the length of its output."""
+        layers: list[nn.Module] = []
+        in_channels = n_channels
+        for out_channels, kernel, stride in NATURE_CONVS:
+            layers += [nn.Conv2d(in_channels, out_channels, kernel_size=kernel, stride=stride), nn.ReLU()]
+            in_channels = out_channels
+        return nn.Sequential(*layers, nn.Flatten()), in_channels * _conv_out(height) * _conv_out(width)
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
         if observations.dtype == th.uint8:
@@ -136,6 +142,56 @@ class NatureCNN(BaseFeaturesExtractor):
             with th.autocast(observations.device.type, dtype=th.bfloat16):
                 return self.linear(self.cnn(observations)).float()
         return self.linear(self.cnn(observations))
+
+
+class ResidualBlock(nn.Module):
+    """``x + conv(relu(conv(relu(x))))`` with two 3x3 convolutions of ``channels`` channels, padded to keep
+    the size: the pre-activation block of Espeholt et al. (2018) and Dopamine's ``Stack``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+#: channels of the three stacks of the IMPALA network (Espeholt et al. 2018; Dopamine's ``ImpalaEncoder``)
+IMPALA_STACKS: tuple[int, ...] = (16, 32, 32)
+
+
+class ImpalaCNN(NatureCNN):
+    """
+    The 15-layer residual network of IMPALA (Espeholt et al. 2018, "IMPALA: Scalable Distributed Deep-RL
+    with Importance Weighted Actor-Learner Architectures") as Dopamine builds it for DQN-family agents
+    (``ImpalaDQNNetwork``): three stacks of 16, 32 and 32 channels, each a 3x3 convolution, a 3x3 max-pool
+    of stride 2 and two :class:`ResidualBlock`; ReLU, flatten (84x84 frames: 11x11x32 = 3,872), a
+    Linear to ``features_dim`` (512) with ReLU.
+
+    Why: at small budgets it learns Breakout far sooner per agent step than the Nature network in
+    Dopamine's baselines (DQN's mean training return in its third 250k-step iteration: 38.1 with this
+    network, 14.2 with Nature's); it costs ~6x the multiply-adds per frame (~54M against ~9.4M), so
+    whether it wins in wall-clock on a CPU is measured (docs/results.md). Everything but the
+    convolutions is :class:`NatureCNN`'s: the input layouts and scaling, ``channels_last``, ``bf16``
+    (``"auto"`` measures this network), ``random_shift``; with ``net_arch=[]`` the QR-DQN head of 200
+    quantiles sits on the 512 features (2,491,120 parameters for Breakout).
+    """
+
+    @staticmethod
+    def _check_frame_size(shape: tuple[int, ...], height: int, width: int) -> None:
+        pass  # padded convolutions and pooling: any frame size gives at least one pixel per stack
+
+    def _convolutions(self, n_channels: int, height: int, width: int) -> tuple[nn.Module, int]:
+        layers: list[nn.Module] = []
+        in_channels = n_channels
+        for channels in IMPALA_STACKS:
+            layers += [nn.Conv2d(in_channels, channels, kernel_size=3, padding=1),
+                       nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+                       ResidualBlock(channels), ResidualBlock(channels)]
+            in_channels = channels
+            height, width = (height - 1) // 2 + 1, (width - 1) // 2 + 1
+        return nn.Sequential(*layers, nn.ReLU(), nn.Flatten()), in_channels * height * width
 
 
 def shift_randomly(frames: th.Tensor, pad: int) -> th.Tensor:

@@ -412,10 +412,13 @@ CONFIGS = {
     # Double DQN's target (sb3_breakout.double_q): one more forward pass of the online network per update
     "c-qr-fast-dq": ("  qrdqn.yml fast entry, double-Q target (DoubleQCallback)", {
         "profile": "fast", "extra_callbacks": ["sb3_breakout.double_q.DoubleQCallback"]}),
+    # the IMPALA network (sb3_breakout.torch_layers.ImpalaCNN): ~6x the multiply-adds per frame
+    "c-qr-fast-impala": ("  qrdqn.yml fast entry, IMPALA network (ImpalaCNN)", {
+        "profile": "fast", "policy_kwargs": fast_qr_policy_kwargs().replace("').NatureCNN", "').ImpalaCNN")}),
 }
 QRDQN_ROWS = ("b-qr", "c-qr", "c-qr-fast", "c-qr-fast-before", "c-qr-fast-unfused", "c-qr-fast-ale",
               "c-qr-fast-rr4", "c-qr-fast-rr16", "c-qr-fast-b64", "c-qr-fast-q50", "c-qr-fast-per",
-              "c-qr-fast-n8", "c-qr-fast-drq", "c-qr-fast-dq")
+              "c-qr-fast-n8", "c-qr-fast-drq", "c-qr-fast-dq", "c-qr-fast-impala")
 CPU_ONLY_ROWS = ("a",)  # the notebook loop runs on the CPU
 CUDA_ONLY_ROWS = ("c-gpu-frames",)  # frames in GPU memory: nothing to time on the CPU
 

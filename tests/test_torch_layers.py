@@ -7,7 +7,7 @@ from gymnasium import spaces
 from sb3_contrib.qrdqn.policies import QRDQNPolicy
 from stable_baselines3.dqn.policies import DQNPolicy
 
-from sb3_breakout.torch_layers import NatureCNN, shift_randomly
+from sb3_breakout.torch_layers import ImpalaCNN, NatureCNN, ResidualBlock, shift_randomly
 
 CHW = spaces.Box(0, 255, (4, 84, 84), np.uint8)
 HWC = spaces.Box(0, 255, (84, 84, 4), np.uint8)
@@ -149,3 +149,64 @@ def test_random_shift_acts_only_in_training_mode_so_acting_and_targets_see_true_
 def test_bad_random_shift_raises_naming_the_value(bad):
     with pytest.raises(ValueError, match=re.escape(f"random_shift={bad!r}") + r".*\[0, 16\]"):
         NatureCNN(CHW, random_shift=bad)
+
+
+def test_impala_network_has_dopamines_layers_and_qrdqns_head():
+    """Three stacks (16, 32, 32) of conv, pool and two residual blocks; 84x84 frames pool to 11x11x32."""
+    policy = QRDQNPolicy(CHW, spaces.Discrete(4), lambda _: 1e-3, features_extractor_class=ImpalaCNN,
+                         net_arch=[], n_quantiles=200)
+    net = policy.quantile_net
+    assert sum(p.numel() for p in net.parameters()) == 2_491_120
+    convs = [tuple(m.weight.shape) for m in net.modules() if isinstance(m, th.nn.Conv2d)]
+    assert convs == [(16, 4, 3, 3)] + [(16, 16, 3, 3)] * 4 + [(32, 16, 3, 3)] + [(32, 32, 3, 3)] * 9
+    assert net.features_extractor.linear[0].in_features == 11 * 11 * 32
+    frames = th.randint(0, 256, (2, 4, 84, 84), dtype=th.uint8)
+    assert net(frames).shape == (2, 200, 4)
+
+
+def test_impala_blocks_add_their_input_back():
+    """A residual block whose second convolution is zero is the identity: the skip connection is there."""
+    block = ResidualBlock(8)
+    th.nn.init.zeros_(block.conv2.weight)
+    th.nn.init.zeros_(block.conv2.bias)
+    x = th.randn(2, 8, 11, 11)
+    th.testing.assert_close(block(x), x)
+
+
+def test_impala_keeps_the_nature_options_layouts_and_bf16():
+    th.manual_seed(0)
+    chw = ImpalaCNN(CHW, channels_last=False)
+    frames = th.randint(0, 256, (3, 4, 84, 84), dtype=th.uint8)
+    hwc = ImpalaCNN(HWC)
+    hwc.load_state_dict(chw.state_dict())
+    th.testing.assert_close(hwc(frames.permute(0, 2, 3, 1)), chw(frames), rtol=1e-4, atol=1e-5)
+    bf16 = ImpalaCNN(CHW, bf16=True)
+    bf16.load_state_dict(chw.state_dict())
+    out = bf16(frames)
+    assert out.dtype == th.float32
+    th.testing.assert_close(out, chw(frames), rtol=0.05, atol=0.03)
+    with pytest.raises(ValueError, match=re.escape("ImpalaCNN bf16='yes'")):
+        ImpalaCNN(CHW, bf16="yes")
+
+
+def test_impala_trains_in_a_short_real_qrdqn_run(tmp_path):
+    """Real Breakout, sb3_breakout's QR-DQN: the weights move, stay finite, and the saved zip loads back."""
+    from sb3_breakout.envs import make_breakout_env
+    from sb3_breakout.qrdqn import QRDQN
+
+    env = make_breakout_env("deepmind", seed=0)
+    model = QRDQN("CnnPolicy", env, buffer_size=1_000, learning_starts=100, train_freq=4, batch_size=32,
+                  seed=0, device="cpu", policy_kwargs=dict(features_extractor_class=ImpalaCNN, net_arch=[],
+                                                           n_quantiles=8))
+    before = [p.detach().clone() for p in model.policy.quantile_net.parameters()]
+    model.learn(300)
+    after = list(model.policy.quantile_net.parameters())
+    assert all(bool(p.isfinite().all()) for p in after)
+    assert any(not th.equal(b, a) for b, a in zip(before, after, strict=True))
+    model.save(tmp_path / "impala")
+    loaded = QRDQN.load(tmp_path / "impala", device="cpu")
+    assert isinstance(loaded.policy.quantile_net.features_extractor, ImpalaCNN)
+    obs = env.reset()
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0],
+                                  model.predict(obs, deterministic=True)[0])
+    env.close()
