@@ -16,7 +16,7 @@ from sb3_contrib import QRDQN
 from conftest import ENV, run_cli
 from sb3_breakout import config as cfg
 
-MEASURED = re.compile(r"NatureCNN bf16=auto on cpu \(\d+ torch threads\): one update .* -> (fp32|bf16)")
+MEASURED = re.compile(r"(?:NatureCNN|ImpalaCNN) bf16=auto on cpu \(\d+ torch threads\): one update .* -> (fp32|bf16)")
 
 
 # agent steps per update: DQN's recipe (1 per 4); QR-DQN fast takes half the updates (1 per 8), which reached a
