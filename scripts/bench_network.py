@@ -8,7 +8,7 @@ forward and backward, a target forward, Huber loss, fused Adam; the median of ``
 precisions alternated); acting is one forward pass in eval mode on a step of the fast entries' 4 games
 (bf16, the precision ``auto`` picks on the project's hosts). Ratios are against the Nature network in the
 same run. Training speed per agent step follows from these with the fast entry's one update per 8 agent
-steps; ``scripts/bench_throughput.py --only c-qr-fast-nature c-qr-fast-impala`` measures it whole.
+steps; ``scripts/bench_throughput.py --algo qrdqn --only c-qr-fast c-qr-fast-impala`` measures it whole.
 
     python scripts/bench_network.py                 # ~1 minute here
     python scripts/bench_network.py --threads 1 2 --repeats 41
@@ -17,13 +17,12 @@ steps; ``scripts/bench_throughput.py --only c-qr-fast-nature c-qr-fast-impala`` 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import subprocess
 import time
 
 import numpy as np
 import torch as th
+from bench_throughput import cpu_model  # scripts/ is on sys.path when this script runs
 from gymnasium import spaces
 
 from sb3_breakout.precision import time_updates
@@ -31,14 +30,6 @@ from sb3_breakout.torch_layers import ImpalaCNN, NatureCNN
 
 SPACE = spaces.Box(0, 255, (4, 84, 84), np.uint8)
 NETWORKS = {"NatureCNN": NatureCNN, "ImpalaCNN": ImpalaCNN}
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def acting_seconds(network: type, games: int = 4, repeats: int = 50) -> float:

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -338,18 +337,12 @@ def _timed(fn) -> float:
 NATURE = "importlib.import_module('sb3_breakout.torch_layers').NatureCNN"
 
 
-def fast_qr_policy_kwargs(extractor: str | None = None) -> str:
-    """
-    The QR-DQN fast entry's ``policy_kwargs`` as ``hyperparams/qrdqn.yml`` writes them (200 quantiles), with
-    ``extractor`` (a class of ``sb3_breakout.torch_layers``) in place of the entry's features extractor if given.
-    """
+def fast_qr_policy_kwargs() -> str:
+    """The QR-DQN fast entry's ``policy_kwargs`` as ``hyperparams/qrdqn.yml`` writes them (200 quantiles)."""
     from sb3_breakout import config as cfg
 
     policy_kwargs = cfg.load_entry(cfg.default_config("qrdqn"), "BreakoutNoFrameskip-v4", "fast")["policy_kwargs"]
     assert "n_quantiles=200" in policy_kwargs, policy_kwargs
-    if extractor is not None:
-        policy_kwargs, n = re.subn(r"torch_layers'\)\.\w+", f"torch_layers').{extractor}", policy_kwargs)
-        assert n == 1, policy_kwargs
     return policy_kwargs
 # the fast entries as they were before they took the speed settings: one game (train_freq 4), fp32
 ONE_GAME_FP32 = {"n_envs": 1, "train_freq": 4, "gradient_steps": 1, "policy_kwargs": (
@@ -419,15 +412,12 @@ CONFIGS = {
     # Double DQN's target (sb3_breakout.double_q): one more forward pass of the online network per update
     "c-qr-fast-dq": ("  qrdqn.yml fast entry, double-Q target (DoubleQCallback)", {
         "profile": "fast", "extra_callbacks": ["sb3_breakout.double_q.DoubleQCallback"]}),
-    # the network: Nature's (the entry's until 2026-12-03 afternoon) or IMPALA's (~6x the multiply-adds per frame)
-    "c-qr-fast-nature": ("  qrdqn.yml fast entry with the Nature network (NatureCNN)", {
-        "profile": "fast", "policy_kwargs": fast_qr_policy_kwargs(extractor="NatureCNN")}),
-    "c-qr-fast-impala": ("  qrdqn.yml fast entry with the IMPALA network (ImpalaCNN)", {
-        "profile": "fast", "policy_kwargs": fast_qr_policy_kwargs(extractor="ImpalaCNN")}),
+    # the impala entry: the fast entry with the IMPALA network (~6x the multiply-adds per frame)
+    "c-qr-fast-impala": ("  qrdqn.yml impala entry as shipped (the fast entry with ImpalaCNN)", {"profile": "impala"}),
 }
 QRDQN_ROWS = ("b-qr", "c-qr", "c-qr-fast", "c-qr-fast-before", "c-qr-fast-unfused", "c-qr-fast-ale",
               "c-qr-fast-rr4", "c-qr-fast-rr16", "c-qr-fast-b64", "c-qr-fast-q50", "c-qr-fast-per",
-              "c-qr-fast-n8", "c-qr-fast-drq", "c-qr-fast-dq", "c-qr-fast-nature", "c-qr-fast-impala")
+              "c-qr-fast-n8", "c-qr-fast-drq", "c-qr-fast-dq", "c-qr-fast-impala")
 CPU_ONLY_ROWS = ("a",)  # the notebook loop runs on the CPU
 CUDA_ONLY_ROWS = ("c-gpu-frames",)  # frames in GPU memory: nothing to time on the CPU
 
