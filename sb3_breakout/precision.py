@@ -45,7 +45,7 @@ class PrecisionChoice:
     bf16_s: float
     device: str
     threads: int  #: torch CPU threads during the measurement
-    network: str = "NatureCNN"  #: the features extractor's class
+    network: str  #: the features extractor's class (NatureCNN, ImpalaCNN)
 
     def describe(self) -> str:
         """One line for the training log."""
