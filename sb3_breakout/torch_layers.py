@@ -88,7 +88,7 @@ class NatureCNN(BaseFeaturesExtractor):
         shape = getattr(observation_space, "shape", None)
         if not isinstance(observation_space, spaces.Box) or shape is None or len(shape) != 3:
             raise ValueError(
-                f"NatureCNN needs a 3-D Box of stacked frames, (C, H, W) or (H, W, C); got shape {shape}"
+                f"{type(self).__name__} needs a 3-D Box of stacked frames, (C, H, W) or (H, W, C); got shape {shape}"
             )
         self.channels_first = is_image_space_channels_first(observation_space)
         if self.channels_first:

@@ -8,7 +8,7 @@ forward and backward, a target forward, Huber loss, fused Adam; the median of ``
 precisions alternated); acting is one forward pass in eval mode on a step of the fast entries' 4 games
 (bf16, the precision ``auto`` picks on the project's hosts). Ratios are against the Nature network in the
 same run. Training speed per agent step follows from these with the fast entry's one update per 8 agent
-steps; ``scripts/bench_throughput.py --algo qrdqn --only c-qr-fast c-qr-fast-impala`` measures it whole.
+steps; ``scripts/bench_throughput.py --algo qrdqn --only c-qr-fast c-qr-fast-nature`` measures it whole.
 
     python scripts/bench_network.py                 # ~1 minute here
     python scripts/bench_network.py --threads 1 2 --repeats 41

@@ -338,10 +338,12 @@ NATURE = "importlib.import_module('sb3_breakout.torch_layers').NatureCNN"
 
 
 def fast_qr_policy_kwargs() -> str:
-    """The QR-DQN fast entry's ``policy_kwargs`` as ``hyperparams/qrdqn.yml`` writes them (200 quantiles)."""
+    """The QR-DQN fast-nature entry's ``policy_kwargs`` as ``hyperparams/qrdqn.yml`` writes them (200 quantiles):
+    the base of the lever rows, which were measured with the Nature network."""
     from sb3_breakout import config as cfg
 
-    policy_kwargs = cfg.load_entry(cfg.default_config("qrdqn"), "BreakoutNoFrameskip-v4", "fast")["policy_kwargs"]
+    entry = cfg.load_entry(cfg.default_config("qrdqn"), "BreakoutNoFrameskip-v4", "fast-nature")
+    policy_kwargs = entry["policy_kwargs"]
     assert "n_quantiles=200" in policy_kwargs, policy_kwargs
     return policy_kwargs
 # the fast entries as they were before they took the speed settings: one game (train_freq 4), fp32
@@ -380,44 +382,49 @@ CONFIGS = {
     "b-qr": ("plain sb3-contrib QR-DQN, RL Zoo Atari", None),
     "c-qr": ("sb3_breakout QR-DQN (hyperparams/qrdqn.yml)", {}),
     "c-qr-fast": ("  qrdqn.yml fast entry as shipped", {"profile": "fast"}),
-    "c-qr-fast-before": ("  qrdqn.yml fast entry, 1 game, fp32 (before)", {"profile": "fast", **ONE_GAME_FP32_QR}),
+    "c-qr-fast-before": ("  qrdqn.yml fast-nature entry, 1 game, fp32 (before)", {
+        "profile": "fast-nature", **ONE_GAME_FP32_QR}),
     # policy_kwargs without optimizer_kwargs: sb3-contrib's QRDQN builds Adam(eps=0.01 / 32), not fused, as
     # it did for every run of the entry until qrdqn.yml named optimizer_class (sb3_breakout.config)
-    "c-qr-fast-unfused": ("  qrdqn.yml fast entry with sb3-contrib's own Adam (not fused: runs before 2026-12-02)", {
-        "profile": "fast", "policy_kwargs": (f"dict(features_extractor_class={NATURE}, net_arch=[], n_quantiles=200, "
-                                             "features_extractor_kwargs=dict(channels_last=True, bf16='auto'))")}),
-    "c-qr-fast-ale": ("  qrdqn.yml fast entry on ALE's vector env", {"profile": "fast", "vec_env_wrapper": [
-        {"sb3_breakout.vector_env.ale_vector_backend": {"num_threads": 0}}]}),
+    "c-qr-fast-unfused": ("  qrdqn.yml fast-nature entry with sb3-contrib's own Adam (not fused: runs before 12-02)",
+                          {"profile": "fast-nature", "policy_kwargs": (
+                              f"dict(features_extractor_class={NATURE}, net_arch=[], n_quantiles=200, "
+                              "features_extractor_kwargs=dict(channels_last=True, bf16='auto'))")}),
+    "c-qr-fast-ale": ("  qrdqn.yml fast-nature entry on ALE's vector env", {
+        "profile": "fast-nature",
+        "vec_env_wrapper": [{"sb3_breakout.vector_env.ale_vector_backend": {"num_threads": 0}}]}),
     # the replay ratio: updates per agent step (train_freq in vector steps of the entry's 4 games)
-    "c-qr-fast-rr4": ("  qrdqn.yml fast entry, 1 update / 4 agent steps (train_freq 1: before 2026-12-02)", {
-        "profile": "fast", "train_freq": 1}),
-    "c-qr-fast-rr16": ("  qrdqn.yml fast entry, 1 update / 16 agent steps (train_freq 4)", {
-        "profile": "fast", "train_freq": 4}),
-    "c-qr-fast-b64": ("  qrdqn.yml fast entry, 1 update of batch 64 / 8 agent steps", {
-        "profile": "fast", "batch_size": 64}),
-    "c-qr-fast-q50": ("  qrdqn.yml fast entry, 50 quantiles (not 200)", {
-        "profile": "fast", "policy_kwargs": fast_qr_policy_kwargs().replace("n_quantiles=200", "n_quantiles=50")}),
+    "c-qr-fast-rr4": ("  qrdqn.yml fast-nature entry, 1 update / 4 agent steps (train_freq 1: before 2026-12-02)", {
+        "profile": "fast-nature", "train_freq": 1}),
+    "c-qr-fast-rr16": ("  qrdqn.yml fast-nature entry, 1 update / 16 agent steps (train_freq 4)", {
+        "profile": "fast-nature", "train_freq": 4}),
+    "c-qr-fast-b64": ("  qrdqn.yml fast-nature entry, 1 update of batch 64 / 8 agent steps", {
+        "profile": "fast-nature", "batch_size": 64}),
+    "c-qr-fast-q50": ("  qrdqn.yml fast-nature entry, 50 quantiles (not 200)", {
+        "profile": "fast-nature",
+        "policy_kwargs": fast_qr_policy_kwargs().replace("n_quantiles=200", "n_quantiles=50")}),
     # prioritized replay (sb3_breakout.prioritized): the sum tree's draws and updates, the weighted loss
-    "c-qr-fast-per": ("  qrdqn.yml fast entry, prioritized replay (alpha 0.5, beta 0.4 -> 1)", {
-        "profile": "fast",
+    "c-qr-fast-per": ("  qrdqn.yml fast-nature entry, prioritized replay (alpha 0.5, beta 0.4 -> 1)", {
+        "profile": "fast-nature",
         "replay_buffer_class": "importlib.import_module('sb3_breakout.prioritized').PrioritizedFrameStackReplayBuffer",
         "replay_buffer_kwargs": "dict(n_steps=3, gamma=0.99, alpha=0.5, beta=0.4)"}),
     # 8 games at train_freq 1: the same one update per 8 agent steps, twice the games per forward pass
-    "c-qr-fast-n8": ("  qrdqn.yml fast entry, 8 games at train_freq 1 (1 update / 8 agent steps)", {
-        "profile": "fast", "n_envs": 8, "train_freq": 1}),
+    "c-qr-fast-n8": ("  qrdqn.yml fast-nature entry, 8 games at train_freq 1 (1 update / 8 agent steps)", {
+        "profile": "fast-nature", "n_envs": 8, "train_freq": 1}),
     # DrQ's random shift of the sampled frames (NatureCNN random_shift, training mode only)
-    "c-qr-fast-drq": ("  qrdqn.yml fast entry, DrQ random shift of +-4 pixels", {
-        "profile": "fast",
+    "c-qr-fast-drq": ("  qrdqn.yml fast-nature entry, DrQ random shift of +-4 pixels", {
+        "profile": "fast-nature",
         "policy_kwargs": fast_qr_policy_kwargs().replace("bf16='auto')", "bf16='auto', random_shift=4)")}),
     # Double DQN's target (sb3_breakout.double_q): one more forward pass of the online network per update
-    "c-qr-fast-dq": ("  qrdqn.yml fast entry, double-Q target (DoubleQCallback)", {
-        "profile": "fast", "extra_callbacks": ["sb3_breakout.double_q.DoubleQCallback"]}),
-    # the impala entry: the fast entry with the IMPALA network (~6x the multiply-adds per frame)
-    "c-qr-fast-impala": ("  qrdqn.yml impala entry as shipped (the fast entry with ImpalaCNN)", {"profile": "impala"}),
+    "c-qr-fast-dq": ("  qrdqn.yml fast-nature entry, double-Q target (DoubleQCallback)", {
+        "profile": "fast-nature", "extra_callbacks": ["sb3_breakout.double_q.DoubleQCallback"]}),
+    # the fast entry with the Nature network (the fast entry until 2026-12-03 evening; the rows above change it)
+    "c-qr-fast-nature": ("  qrdqn.yml fast-nature entry as shipped (the fast entry with NatureCNN)", {
+        "profile": "fast-nature"}),
 }
 QRDQN_ROWS = ("b-qr", "c-qr", "c-qr-fast", "c-qr-fast-before", "c-qr-fast-unfused", "c-qr-fast-ale",
               "c-qr-fast-rr4", "c-qr-fast-rr16", "c-qr-fast-b64", "c-qr-fast-q50", "c-qr-fast-per",
-              "c-qr-fast-n8", "c-qr-fast-drq", "c-qr-fast-dq", "c-qr-fast-impala")
+              "c-qr-fast-n8", "c-qr-fast-drq", "c-qr-fast-dq", "c-qr-fast-nature")
 CPU_ONLY_ROWS = ("a",)  # the notebook loop runs on the CPU
 CUDA_ONLY_ROWS = ("c-gpu-frames",)  # frames in GPU memory: nothing to time on the CPU
 

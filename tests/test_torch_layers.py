@@ -187,6 +187,8 @@ def test_impala_keeps_the_nature_options_layouts_and_bf16():
     th.testing.assert_close(out, chw(frames), rtol=0.05, atol=0.03)
     with pytest.raises(ValueError, match=re.escape("ImpalaCNN bf16='yes'")):
         ImpalaCNN(CHW, bf16="yes")
+    with pytest.raises(ValueError, match=re.escape("ImpalaCNN needs a 3-D Box of stacked frames")):
+        ImpalaCNN(spaces.Box(0, 255, (84, 84), dtype=np.uint8))  # one frame, no stack axis
 
 
 def test_impala_trains_in_a_short_real_qrdqn_run(tmp_path):
