@@ -32,10 +32,10 @@ def test_fast_entries_ship_the_speed_settings_in_sb3_units(algo, agent_steps_per
 
 @pytest.fixture(scope="module")
 def fast_run(tmp_path_factory) -> Path:
-    """The QR-DQN fast entry as shipped, 1,200 agent steps (replay 5,000, learning from step 200)."""
+    """The QR-DQN fast entry as shipped (the IMPALA network), 800 agent steps (replay 5,000, learning from step 200)."""
     root = tmp_path_factory.mktemp("fast_run")
-    result = run_cli(["-m", "sb3_breakout.train", "--algo", "qrdqn", "--profile", "fast", "-n", "1200", "--seed", "0",
-                      "-f", "logs", "-params", "buffer_size:5000", "learning_starts:200", "--save-freq", "600",
+    result = run_cli(["-m", "sb3_breakout.train", "--algo", "qrdqn", "--profile", "fast", "-n", "800", "--seed", "0",
+                      "-f", "logs", "-params", "buffer_size:5000", "learning_starts:200", "--save-freq", "400",
                       "--num-threads", "1"], cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     (choice,) = MEASURED.findall(result.stdout)  # measured once, at the start
@@ -50,20 +50,20 @@ def saved_bf16(zip_path: Path) -> object:
 
 def test_the_measured_precision_is_written_into_every_zip_and_kept_on_resume(fast_run, tmp_path):
     choice = (fast_run / "measured.txt").read_text() == "bf16"
-    for zip_path in (fast_run / f"{ENV}.zip", fast_run / "checkpoints" / "step_600" / "model.zip"):
+    for zip_path in (fast_run / f"{ENV}.zip", fast_run / "checkpoints" / "step_400" / "model.zip"):
         assert saved_bf16(zip_path) is choice, zip_path  # True/False, not "auto"
     # config.yml keeps the entry as written (the recipe); the zips say what this run chose
     assert "bf16='auto'" in yaml.safe_load((fast_run / ENV / "config.yml").read_text())["policy_kwargs"]
 
     resumed = tmp_path / "run"
     shutil.copytree(fast_run, resumed)
-    result = run_cli(["-m", "sb3_breakout.train", "--resume", str(resumed), "-n", "1800", "--num-threads", "1"],
+    result = run_cli(["-m", "sb3_breakout.train", "--resume", str(resumed), "-n", "1200", "--num-threads", "1"],
                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not MEASURED.search(result.stdout)  # built from the checkpoint's zip: no second measurement
     model = QRDQN.load(resumed / f"{ENV}.zip", device="cpu", buffer_size=1)
     assert model.policy_kwargs["features_extractor_kwargs"]["bf16"] is choice
-    assert model.num_timesteps == 1800 and model._n_updates == len(range(208, 1801, 8))  # 1 update / 8 agent steps
+    assert model.num_timesteps == 1200 and model._n_updates == len(range(208, 1201, 8))  # 1 update / 8 agent steps
     # the entry's Adam (epsilon 0.01 / 32, the fused kernel) in the run and after resume
     assert (model.policy.optimizer.defaults["eps"], model.policy.optimizer.defaults["fused"]) == (0.01 / 32, True)
 
