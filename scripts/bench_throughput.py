@@ -386,10 +386,11 @@ CONFIGS = {
         "profile": "fast-nature", **ONE_GAME_FP32_QR}),
     # policy_kwargs without optimizer_kwargs: sb3-contrib's QRDQN builds Adam(eps=0.01 / 32), not fused, as
     # it did for every run of the entry until qrdqn.yml named optimizer_class (sb3_breakout.config)
-    "c-qr-fast-unfused": ("  qrdqn.yml fast-nature entry with sb3-contrib's own Adam (not fused: runs before 12-02)",
-                          {"profile": "fast-nature", "policy_kwargs": (
-                              f"dict(features_extractor_class={NATURE}, net_arch=[], n_quantiles=200, "
-                              "features_extractor_kwargs=dict(channels_last=True, bf16='auto'))")}),
+    "c-qr-fast-unfused": (
+        "  qrdqn.yml fast-nature entry with sb3-contrib's own Adam (not fused: runs before 2026-12-02)",
+        {"profile": "fast-nature", "policy_kwargs": (
+            f"dict(features_extractor_class={NATURE}, net_arch=[], n_quantiles=200, "
+            "features_extractor_kwargs=dict(channels_last=True, bf16='auto'))")}),
     "c-qr-fast-ale": ("  qrdqn.yml fast-nature entry on ALE's vector env", {
         "profile": "fast-nature",
         "vec_env_wrapper": [{"sb3_breakout.vector_env.ale_vector_backend": {"num_threads": 0}}]}),
