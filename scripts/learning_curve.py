@@ -182,7 +182,13 @@ def follow(run_dir: Path, every: int, games: int, process: subprocess.Popen | No
         running = process.poll() is None if process is not None else wait and not run_finished(run_dir, said)
         if not running:
             break
-        time.sleep(poll)
+        if process is not None:  # the trainer's end wakes the follower: its last checks start at once
+            try:
+                process.wait(timeout=poll)
+            except subprocess.TimeoutExpired:
+                pass
+        else:
+            time.sleep(poll)
     evaluate_new_checkpoints(run_dir, every, games)
 
 

@@ -14,9 +14,13 @@ ENV = "BreakoutNoFrameskip-v4"
 
 
 def small_entry(**overrides):
-    """The default entry with a small buffer and a short epsilon schedule (random 200, decay 2,000)."""
+    """
+    The default entry with a small buffer, a short epsilon schedule (random 200, decay 2,000) and batches
+    of 8 (an update ~2.6x cheaper than the recipe's 32 on one thread: these runs test what a run does,
+    not how it learns, and most of their time was updates).
+    """
     entry = load_entry(default_config("dqn"), ENV)
-    entry.update(buffer_size=5_000, callback=[
+    entry.update(buffer_size=5_000, batch_size=8, callback=[
         {"sb3_breakout.callbacks.LinearEpsilonCallback": dict(random_steps=200, decay_steps=2_000,
                                                                initial_eps=1.0, final_eps=0.1)},
         {"sb3_breakout.callbacks.RunningRewardCallback": dict(log_every=500, window=100, solved_at=40.0)},

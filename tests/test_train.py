@@ -52,7 +52,7 @@ def test_fast_preset_trains_with_three_step_returns(tmp_path):
 
 def test_train_then_rl_zoo_enjoy(tmp_path):
     train = run(["-m", "sb3_breakout.train", "-n", "3000", "--seed", "7", "-f", "logs",
-                 "-params", "buffer_size:5000"], cwd=tmp_path)
+                 "-params", "buffer_size:5000", "batch_size:8"], cwd=tmp_path)  # batches of 8: cheap updates
     assert train.returncode == 0, train.stderr[-3000:]
     run_dir = tmp_path / "logs" / "dqn" / f"{ENV}_1"
     assert (run_dir / f"{ENV}.zip").is_file()
@@ -60,7 +60,7 @@ def test_train_then_rl_zoo_enjoy(tmp_path):
     monitor = (run_dir / "0.monitor.csv").read_text().splitlines()
     assert len(monitor) > 3, "3,000 mostly random steps finish several games"
     saved = yaml.safe_load((run_dir / ENV / "config.yml").read_text())
-    assert saved["buffer_size"] == 5000 and saved["target_update_interval"] == 10_000
+    assert saved["buffer_size"] == 5000 and saved["batch_size"] == 8 and saved["target_update_interval"] == 10_000
 
     model = DQN.load(run_dir / f"{ENV}.zip", device="cpu")
     assert isinstance(model.q_net.features_extractor, NatureCNN)
