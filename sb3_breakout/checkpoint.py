@@ -8,7 +8,8 @@ A checkpoint is a folder ``<run>/checkpoints/step_<N>/`` holding
 - ``replay_buffer.pkl``: SB3's ``save_replay_buffer`` (the compact form when the buffer is a
   :class:`~sb3_breakout.buffers.FrameStackReplayBuffer`);
 - ``state.pkl``: the callbacks' state (running reward: episode count and last scores), the RNG
-  states (python, numpy, torch, the action space's) and the step count;
+  states (python, numpy, torch, the action space's), the step count and the Monitor clocks
+  (:mod:`sb3_breakout.monitor_clock`);
 - ``monitor/``: copies of the run's Monitor CSVs as they were at step N;
 - ``manifest.json``: the size and CRC-32 of the three files above, written last, so that a resume
   checks them by streaming each file once in constant memory instead of unpickling the replay
@@ -44,7 +45,7 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_breakout import zoo_links
+from sb3_breakout import monitor_clock, zoo_links
 from sb3_breakout.atomic_write import DISK_FULL_ERRNOS, describe_write_error, is_disk_full  # noqa: F401 (shared)
 from sb3_breakout.callbacks import RunningRewardCallback
 from sb3_breakout.precision import record_choice
@@ -430,6 +431,7 @@ class CheckpointCallback(BaseCallback):
             "num_timesteps": self.num_timesteps,
             "n_timesteps": self.n_timesteps,
             "rng": rng_state(self.model),
+            "monitor_seconds": monitor_clock.elapsed(self.model.env),  # the resumed run's Monitor clocks go on here
             "running_reward": None if self.running_reward is None else {
                 "scores": list(self.running_reward.scores),
                 "episode_count": self.running_reward.episode_count,

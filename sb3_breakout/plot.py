@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,13 +98,15 @@ class RunCurve:
 
 def read_monitor_file(path: Path) -> tuple[pd.DataFrame, float]:
     """
-    One Monitor CSV as ``r, l, t`` with ``t`` in absolute wall-clock seconds, and its start time.
+    One Monitor CSV as ``r, l, t`` plus ``segment``, and its start time (the header's ``t_start``).
 
-    Written here rather than using SB3's ``load_results`` because a run continued with
-    ``sb3_breakout.train --resume`` appends rows whose ``t`` restarts from 0 under the original
-    header (SB3's ``Monitor(override_existing=False)``), and ``load_results`` sorts all rows by ``t``,
-    which would put those games first. Here rows keep their file order and each restart of ``t``
-    continues from the last time before it (the paused time is left out).
+    ``segment`` numbers the training processes that wrote the rows: 0, then one more at each row whose
+    ``t`` is below the one before. A run resumed with ``sb3_breakout.train --resume`` from a checkpoint
+    written before 2026-12-04 appends rows whose ``t`` restarts from 0 under the original header (SB3's
+    ``Monitor(override_existing=False)``); since then the Monitor clock goes on from the checkpoint's
+    (:mod:`sb3_breakout.monitor_clock`) and a run is one segment. Written here rather than using SB3's
+    ``load_results``, which sorts all rows by ``t`` and would put the restarted games first:
+    :func:`run_clock` joins the segments.
     """
     try:
         with open(path) as f:
@@ -128,15 +131,33 @@ def read_monitor_file(path: Path) -> tuple[pd.DataFrame, float]:
         raise cfg.ConfigError(f"{path} is damaged: data row {row + 1} (line {row + 3}) is not three numbers r,l,t")
     frame = numbers[~bad].copy()
     t = frame["t"].to_numpy(dtype=float)
-    fixed = t.copy()
-    offset = 0.0
-    for k in range(1, len(t)):
-        if t[k] < t[k - 1]:
-            offset = fixed[k - 1]
-        fixed[k] = t[k] + offset
-    t_start = float(header.get("t_start", 0.0))
-    frame["t"] = fixed + t_start
-    return frame, t_start
+    frame["segment"] = np.concatenate([[0], np.cumsum(np.diff(t) < 0)])[: len(t)].astype(int)
+    return frame, float(header.get("t_start", 0.0))
+
+
+def run_clock(frames: Sequence[pd.DataFrame], starts: Sequence[float]) -> list[np.ndarray]:
+    """
+    Each Monitor file's row times as seconds of training since the run's first game began, over all
+    its segments (:func:`read_monitor_file`).
+
+    Segment 0 counts from each file's own ``t_start``. A later segment restarted ``t`` at the resume,
+    from a moment no file recorded: it is put where the latest game of the segment before ended, in
+    any file, with one offset for all files, so that every game of a resume comes after every game
+    before it (an offset per file would interleave them). The pause is left out, and so are the
+    seconds between that last game and the checkpoint: at most one game's time per resume.
+
+    :param frames: the files' rows (``t`` and ``segment`` columns).
+    :param starts: the files' ``t_start`` (wall-clock seconds).
+    """
+    start = min(starts)
+    segments = max((int(f["segment"].max()) + 1 for f in frames if len(f)), default=1)
+    times = [f["t"].to_numpy(dtype=float) + np.where(f["segment"].to_numpy() == 0, s - start, 0.0)
+             for f, s in zip(frames, starts, strict=True)]
+    ends = np.zeros(segments)
+    for frame, t in zip(frames, times, strict=True):
+        np.maximum.at(ends, frame["segment"].to_numpy(), t)
+    offsets = np.concatenate([[0.0], np.cumsum(ends)[:-1]])
+    return [t + offsets[f["segment"].to_numpy()] for f, t in zip(frames, times, strict=True)]
 
 
 def load_run(folder: str | Path, frame_skip: int = FRAME_SKIP) -> RunCurve:
@@ -156,15 +177,16 @@ def load_run(folder: str | Path, frame_skip: int = FRAME_SKIP) -> RunCurve:
         raise cfg.ConfigError(f"no Monitor files (*.{Monitor.EXT}) in {str(folder)!r}: give a run folder "
                               "written by sb3_breakout.train or rl_zoo3.train")
     frames, starts = zip(*(read_monitor_file(Path(f)) for f in files), strict=True)
-    data = pd.concat(frames, ignore_index=True).sort_values("t", kind="stable")
+    times = run_clock(frames, starts)
+    data = pd.concat([f.assign(t=t) for f, t in zip(frames, times, strict=True)],
+                     ignore_index=True).sort_values("t", kind="stable")
     if data.empty:
         raise cfg.ConfigError(f"the Monitor files in {str(folder)!r} hold no finished game yet")
-    start = min(starts)
     return RunCurve(
         folder=folder,
         steps=np.cumsum(data["l"].to_numpy(dtype=float)) / frame_skip,
         scores=data["r"].to_numpy(dtype=float),
-        seconds=data["t"].to_numpy(dtype=float) - start,
+        seconds=data["t"].to_numpy(dtype=float),
     )
 
 

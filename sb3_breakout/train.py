@@ -35,7 +35,7 @@ from stable_baselines3.common.utils import set_random_seed
 
 from sb3_breakout import checkpoint as ckpt
 from sb3_breakout import config as cfg
-from sb3_breakout import flags, parallel, preflight, runlock, runs
+from sb3_breakout import flags, monitor_clock, parallel, preflight, runlock, runs
 from sb3_breakout.atomic_write import OutputNotWritten
 from sb3_breakout.callbacks import RunningRewardCallback
 from sb3_breakout.cli import OneLineArgumentParser
@@ -382,6 +382,7 @@ def learn(args: argparse.Namespace, exp_manager: BreakoutExperimentManager, mode
     if state is not None:
         ckpt.restore_callbacks(state, running)
         ckpt.restore_rng_state(model, state["rng"])
+        monitor_clock.resume(model.env, state.get("monitor_seconds"))  # t goes on from the checkpoint's
         print(f"Resuming {run_dir} from {checkpoint.name}: step {model.num_timesteps} of {exp_manager.n_timesteps}")
     saver = ckpt.CheckpointCallback(run_dir, args.save_freq, args.keep_checkpoints, running_reward=running,
                                     n_timesteps=exp_manager.n_timesteps)

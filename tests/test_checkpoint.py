@@ -104,6 +104,9 @@ def test_sigterm_writes_a_checkpoint_and_exits_0(tmp_path, small_conf):
     assert "SIGTERM received" in out and f"--resume {run_dir.relative_to(tmp_path)}" in out
     assert len(list_checkpoints(run_dir)) == 1
     step = int(list_checkpoints(run_dir)[0].name[5:])
+    with open(list_checkpoints(run_dir)[0] / "state.pkl", "rb") as f:
+        (clock,) = pickle.load(f)["monitor_seconds"]  # one game, one Monitor clock
+    games_before = games_in(run_dir)
     # for follow --wait: how it ended (the final model may be one env step past the checkpoint)
     end = run_end(run_dir)
     assert end["reason"] == "interrupted" and end["target"] == 1200 and end["steps"] in (step, step + 1)
@@ -111,6 +114,9 @@ def test_sigterm_writes_a_checkpoint_and_exits_0(tmp_path, small_conf):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert DQN.load(run_dir / f"{ENV}.zip", device="cpu").num_timesteps == 1200
     assert run_end(run_dir) == {"reason": "done", "steps": 1200, "target": 1200}
+    # the Monitor's clock goes on from the checkpoint's: the resumed games' t follow the earlier ones'
+    t = [float(line.split(",")[2]) for line in (run_dir / "0.monitor.csv").read_text().splitlines()[2:]]
+    assert len(t) > games_before and t == sorted(t) and t[games_before] > clock
     # TensorBoard: one run folder whose curve goes on past the checkpoint
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -54,6 +54,22 @@ def test_a_resumed_monitor_file_keeps_its_order(tiny_run, tmp_path):
     assert list(run.scores[-2:]) == [7.0, 9.0] and np.all(np.diff(run.seconds) >= 0)
 
 
+def test_older_resumes_are_joined_with_one_offset_for_all_games(tmp_path):
+    """Two games' files, resumed once by a trainer that restarted t: every resumed game comes after every
+    earlier one, the resumed segment starting where the latest earlier game ended (not per file)."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    rows = {0: [(1.0, 400, 10.0), (2.0, 400, 30.0), (3.0, 400, 5.0)],    # t restarts: resumed
+            1: [(4.0, 400, 20.0), (5.0, 400, 50.0), (6.0, 400, 8.0)]}
+    for i, games in rows.items():
+        (folder / f"{i}.monitor.csv").write_text(
+            '#{"t_start": 1000.0, "env_id": "BreakoutNoFrameskip-v4"}\nr,l,t\n'
+            + "".join(f"{r},{length},{t}\n" for r, length, t in games))
+    run = plot.load_run(folder)
+    assert list(run.scores) == [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
+    np.testing.assert_allclose(run.seconds, [10.0, 20.0, 30.0, 50.0, 55.0, 58.0])
+
+
 def test_seeds_sharing_a_name_make_one_band(tiny_run, tmp_path, capsys):
     other = tmp_path / "seed2"
     other.mkdir()
