@@ -64,17 +64,20 @@ class RunCurve:
     :param steps: agent steps at the end of each game (cumulative ``l / frame_skip``).
     :param scores: raw game scores (Monitor ``r``).
     :param seconds: wall-clock seconds since the run started at the end of each game.
+    :param games: which parallel game (Monitor file) played each game; None: all one game.
     """
 
     folder: Path
     steps: np.ndarray
     scores: np.ndarray
     seconds: np.ndarray
+    games: np.ndarray | None = None
 
     def until(self, max_steps: float) -> RunCurve:
         """The games that ended by ``max_steps`` agent steps (running means are causal: unchanged)."""
         keep = self.steps <= max_steps
-        return RunCurve(self.folder, self.steps[keep], self.scores[keep], self.seconds[keep])
+        return RunCurve(self.folder, self.steps[keep], self.scores[keep], self.seconds[keep],
+                        None if self.games is None else self.games[keep])
 
     def running_mean(self, window: int) -> np.ndarray:
         """Mean score of the last ``window`` games (of fewer at the start, so the line starts at game 1)."""
@@ -85,12 +88,23 @@ class RunCurve:
         Agent steps per second over ``points`` equal spans of steps (fewer for short runs): the
         steps of a span divided by the wall-clock time it took, read off the Monitor's ``t``.
 
+        A game's steps are spread over the time it was played (from the end of the game before it in
+        the same Monitor file), not counted at its end: with parallel games of ~2,000 agent steps,
+        counting each at its end made spans of 10,000 steps look several times faster or slower
+        than they were.
+
         :return: the span ends (agent steps) and the speeds (agent steps/s).
         """
-        steps = np.concatenate([[0.0], self.steps])
-        seconds = np.concatenate([[0.0], self.seconds])
+        lengths = np.diff(np.concatenate([[0.0], self.steps]))
+        games = np.zeros(len(lengths), int) if self.games is None else self.games
+        clock = np.unique(np.concatenate([[0.0], self.seconds]))  # every game's end: the sum below is linear between
+        steps = np.zeros_like(clock)
+        for game in np.unique(games):
+            mine = games == game
+            steps += np.interp(clock, np.concatenate([[0.0], self.seconds[mine]]),
+                               np.concatenate([[0.0], np.cumsum(lengths[mine])]))
         edges = np.linspace(0.0, steps[-1], max(2, min(points, len(self.steps)) + 1))
-        times = np.interp(edges, steps, seconds)
+        times = np.interp(edges, steps, clock)
         dt = np.diff(times)
         ok = dt > 0
         return edges[1:][ok], np.diff(edges)[ok] / dt[ok]
@@ -178,7 +192,7 @@ def load_run(folder: str | Path, frame_skip: int = FRAME_SKIP) -> RunCurve:
                               "written by sb3_breakout.train or rl_zoo3.train")
     frames, starts = zip(*(read_monitor_file(Path(f)) for f in files), strict=True)
     times = run_clock(frames, starts)
-    data = pd.concat([f.assign(t=t) for f, t in zip(frames, times, strict=True)],
+    data = pd.concat([f.assign(t=t, game=i) for i, (f, t) in enumerate(zip(frames, times, strict=True))],
                      ignore_index=True).sort_values("t", kind="stable")
     if data.empty:
         raise cfg.ConfigError(f"the Monitor files in {str(folder)!r} hold no finished game yet")
@@ -187,6 +201,7 @@ def load_run(folder: str | Path, frame_skip: int = FRAME_SKIP) -> RunCurve:
         steps=np.cumsum(data["l"].to_numpy(dtype=float)) / frame_skip,
         scores=data["r"].to_numpy(dtype=float),
         seconds=data["t"].to_numpy(dtype=float),
+        games=data["game"].to_numpy(),
     )
 
 

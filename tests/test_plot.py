@@ -70,6 +70,19 @@ def test_older_resumes_are_joined_with_one_offset_for_all_games(tmp_path):
     np.testing.assert_allclose(run.seconds, [10.0, 20.0, 30.0, 50.0, 55.0, 58.0])
 
 
+def test_speed_spreads_each_game_over_the_time_it_was_played(tmp_path):
+    """Two parallel games at 10 agent steps/s each, one of 30 short games, one of a single long game: the
+    speed is 20 agent steps/s throughout, not a burst where the long game ends."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    header = '#{"t_start": 1000.0, "env_id": "BreakoutNoFrameskip-v4"}\nr,l,t\n'
+    (folder / "0.monitor.csv").write_text(header + "".join(f"1.0,400,{10.0 * k}\n" for k in range(1, 31)))
+    (folder / "1.monitor.csv").write_text(header + "5.0,12000,300.0\n")
+    steps, speed = plot.load_run(folder).speed(points=10)
+    assert steps[-1] == pytest.approx(6_000)
+    np.testing.assert_allclose(speed, 20.0)
+
+
 def test_seeds_sharing_a_name_make_one_band(tiny_run, tmp_path, capsys):
     other = tmp_path / "seed2"
     other.mkdir()
