@@ -17,14 +17,17 @@ new run folder with new Monitor files.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import VecEnv
 
+if TYPE_CHECKING:
+    from sb3_breakout.vector_env import AleVecEnv
 
-def clocks(venv: VecEnv) -> list[Any]:
+
+def clocks(venv: VecEnv) -> list[Monitor | AleVecEnv]:
     """
     The objects that hold the Monitor clocks of ``venv``'s games: one SB3 ``Monitor`` per game of a
     ``DummyVecEnv`` (under any ``VecEnv`` wrappers), or the single :class:`~sb3_breakout.vector_env.AleVecEnv`
@@ -45,7 +48,8 @@ def clocks(venv: VecEnv) -> list[Any]:
 
 
 def elapsed(venv: VecEnv) -> list[float]:
-    """Seconds on each Monitor clock of ``venv`` now (what a game ending now would write as ``t``)."""
+    """Seconds on each Monitor clock of ``venv`` now (what a game ending now would write as ``t``), in the
+    order of :func:`clocks`."""
     now = time.time()
     return [now - clock.t_start for clock in clocks(venv)]
 
@@ -55,6 +59,9 @@ def resume(venv: VecEnv, seconds: list[float] | None) -> bool:
     Set the Monitor clocks of a resumed run's ``venv`` to go on from ``seconds`` (:func:`elapsed` at its
     checkpoint), before any game of the resumed run ends.
 
+    :param venv: the resumed run's vector env.
+    :param seconds: each clock's seconds at the checkpoint, in the order of :func:`clocks`; None for a
+        checkpoint that has none.
     :return: whether the clocks were set: not when the checkpoint has no clock (written before
         2026-12-04) or another number of them (the run's rows then restart ``t`` from 0, as
         :func:`sb3_breakout.plot.read_monitor_file` expects of older runs).

@@ -8,12 +8,13 @@ frames). That count includes frames that are not the agent's actions: the reset 
 the ``deepmind`` profile, the FIRE and no-op steps after each life loss, about 75 frames a game;
 so it runs ahead of the model's ``num_timesteps`` by ~15% while games last ~500 frames (an
 untrained agent) and by under 1% once they last 10,000. Bottom panel: training speed in agent
-steps per second, from the Monitor's wall-clock column ``t`` against the same agent steps.
+steps per second, from the Monitor's clock ``t`` (training time, pauses between resumes left out)
+against the same agent steps.
 
 Runs are given as folders; ``NAME=folder1,folder2,...`` makes one line named NAME of several seeds:
 their mean, with a band of ± one standard deviation across the seeds, over the steps all of them
 reached. ``--reference CSV`` (columns ``steps,score``, e.g.
-``../shared/reference/zoo_dqn_breakout_curve.csv``, RL Zoo's DQN run; given twice, also
+``docs/reference/zoo_dqn_breakout_curve.csv``, RL Zoo's DQN run; given twice, also
 ``zoo_qrdqn_breakout_curve.csv``) is drawn as a dashed line, over the steps the runs cover: the x axis
 follows the runs (``--max-steps`` sets it), so a 10M-step reference does not squeeze a 600k-step run
 into the left of the figure.
@@ -63,21 +64,22 @@ class RunCurve:
     :param folder: the run folder.
     :param steps: agent steps at the end of each game (cumulative ``l / frame_skip``).
     :param scores: raw game scores (Monitor ``r``).
-    :param seconds: wall-clock seconds since the run started at the end of each game.
-    :param games: which parallel game (Monitor file) played each game; None: all one game.
+    :param seconds: training seconds at the end of each game since the run's first game began, the
+        pauses between resumes left out (:func:`run_clock`).
+    :param files: the Monitor file (one per parallel game) that recorded each game; None: all one file.
     """
 
     folder: Path
     steps: np.ndarray
     scores: np.ndarray
     seconds: np.ndarray
-    games: np.ndarray | None = None
+    files: np.ndarray | None = None
 
     def until(self, max_steps: float) -> RunCurve:
         """The games that ended by ``max_steps`` agent steps (running means are causal: unchanged)."""
         keep = self.steps <= max_steps
         return RunCurve(self.folder, self.steps[keep], self.scores[keep], self.seconds[keep],
-                        None if self.games is None else self.games[keep])
+                        None if self.files is None else self.files[keep])
 
     def running_mean(self, window: int) -> np.ndarray:
         """Mean score of the last ``window`` games (of fewer at the start, so the line starts at game 1)."""
@@ -96,11 +98,11 @@ class RunCurve:
         :return: the span ends (agent steps) and the speeds (agent steps/s).
         """
         lengths = np.diff(np.concatenate([[0.0], self.steps]))
-        games = np.zeros(len(lengths), int) if self.games is None else self.games
+        files = np.zeros(len(lengths), int) if self.files is None else self.files
         clock = np.unique(np.concatenate([[0.0], self.seconds]))  # every game's end: the sum below is linear between
         steps = np.zeros_like(clock)
-        for game in np.unique(games):
-            mine = games == game
+        for file in np.unique(files):
+            mine = files == file
             steps += np.interp(clock, np.concatenate([[0.0], self.seconds[mine]]),
                                np.concatenate([[0.0], np.cumsum(lengths[mine])]))
         edges = np.linspace(0.0, steps[-1], max(2, min(points, len(self.steps)) + 1))
@@ -160,6 +162,11 @@ def run_clock(frames: Sequence[pd.DataFrame], starts: Sequence[float]) -> list[n
     before it (an offset per file would interleave them). The pause is left out, and so are the
     seconds between that last game and the checkpoint: at most one game's time per resume.
 
+    A restart is seen only where ``t`` goes down in a file: a file that recorded no game in a segment
+    (a run stopped right after a resume), or a resumed game that ended later on its clock than the
+    file's last game before (a resume from a checkpoint written within a game's time of the start),
+    puts later games one segment off. Runs resumed since the clocks are saved have one segment.
+
     :param frames: the files' rows (``t`` and ``segment`` columns).
     :param starts: the files' ``t_start`` (wall-clock seconds).
     """
@@ -192,7 +199,7 @@ def load_run(folder: str | Path, frame_skip: int = FRAME_SKIP) -> RunCurve:
                               "written by sb3_breakout.train or rl_zoo3.train")
     frames, starts = zip(*(read_monitor_file(Path(f)) for f in files), strict=True)
     times = run_clock(frames, starts)
-    data = pd.concat([f.assign(t=t, game=i) for i, (f, t) in enumerate(zip(frames, times, strict=True))],
+    data = pd.concat([f.assign(t=t, file=i) for i, (f, t) in enumerate(zip(frames, times, strict=True))],
                      ignore_index=True).sort_values("t", kind="stable")
     if data.empty:
         raise cfg.ConfigError(f"the Monitor files in {str(folder)!r} hold no finished game yet")
@@ -201,7 +208,7 @@ def load_run(folder: str | Path, frame_skip: int = FRAME_SKIP) -> RunCurve:
         steps=np.cumsum(data["l"].to_numpy(dtype=float)) / frame_skip,
         scores=data["r"].to_numpy(dtype=float),
         seconds=data["t"].to_numpy(dtype=float),
-        games=data["game"].to_numpy(),
+        files=data["file"].to_numpy(),
     )
 
 

@@ -382,7 +382,9 @@ def learn(args: argparse.Namespace, exp_manager: BreakoutExperimentManager, mode
     if state is not None:
         ckpt.restore_callbacks(state, running)
         ckpt.restore_rng_state(model, state["rng"])
-        monitor_clock.resume(model.env, state.get("monitor_seconds"))  # t goes on from the checkpoint's
+        if not monitor_clock.resume(model.env, state.get("monitor_seconds")):  # t goes on from the checkpoint's
+            print("Monitor clock: the checkpoint has none for these games (written before 2026-12-04): "
+                  "the resumed games' t restart from 0, as plot expects of such runs")
         print(f"Resuming {run_dir} from {checkpoint.name}: step {model.num_timesteps} of {exp_manager.n_timesteps}")
     saver = ckpt.CheckpointCallback(run_dir, args.save_freq, args.keep_checkpoints, running_reward=running,
                                     n_timesteps=exp_manager.n_timesteps)

@@ -22,7 +22,7 @@ mean against the reference at 100k, 250k, 500k and 1M steps, whatever the run re
 running mean first passed ``--solved-at``, 40: the notebooks' "solved"); for a single
 run it copies the run's Monitor CSVs and ``greedy_eval.csv`` beside them (``report <out>`` redraws it).
 
-The references are ``../shared/reference/zoo_dqn_breakout_curve.csv`` and ``zoo_qrdqn_breakout_curve.csv``:
+The references are ``docs/reference/zoo_dqn_breakout_curve.csv`` and ``zoo_qrdqn_breakout_curve.csv``:
 agent steps and the mean true score of the last 100 training games of the RL Zoo's DQN and QR-DQN
 (rl-trained-agents), by default; ``--reference CSV`` (repeatable) draws others.
 """
@@ -54,7 +54,7 @@ from sb3_breakout.cli import OneLineArgumentParser, check_output_folder
 from sb3_breakout.envs import ENV_ID
 from sb3_breakout.runlock import lock_holder
 
-REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "docs" / "reference"  # RL Zoo's curves, in the repository
 #: The published curves drawn beside every run, by their label.
 REFERENCES = {"RL Zoo DQN (reference)": REFERENCE_DIR / "zoo_dqn_breakout_curve.csv",
               "RL Zoo QR-DQN (reference)": REFERENCE_DIR / "zoo_qrdqn_breakout_curve.csv"}

@@ -15,7 +15,13 @@ from stable_baselines3 import DQN
 
 from conftest import ENV, run_cli
 from sb3_breakout import train
-from sb3_breakout.checkpoint import CheckpointError, checkpoint_step, list_checkpoints, verify_checkpoint
+from sb3_breakout.checkpoint import (
+    CheckpointError,
+    checkpoint_step,
+    list_checkpoints,
+    verify_checkpoint,
+    write_manifest,
+)
 from sb3_breakout.runs import run_end
 
 
@@ -103,10 +109,17 @@ def test_sigterm_writes_a_checkpoint_and_exits_0(tmp_path, small_conf):
     assert proc.returncode == 0, out[-3000:]
     assert "SIGTERM received" in out and f"--resume {run_dir.relative_to(tmp_path)}" in out
     assert len(list_checkpoints(run_dir)) == 1
-    step = int(list_checkpoints(run_dir)[0].name[5:])
-    with open(list_checkpoints(run_dir)[0] / "state.pkl", "rb") as f:
-        (clock,) = pickle.load(f)["monitor_seconds"]  # one game, one Monitor clock
-    games_before = games_in(run_dir)
+    checkpoint = list_checkpoints(run_dir)[0]
+    step = int(checkpoint.name[5:])
+    # the Monitor clock: one game, one clock; set far ahead, so that only a resumed clock can reach it
+    with open(checkpoint / "state.pkl", "rb") as f:
+        state = pickle.load(f)
+    assert len(state["monitor_seconds"]) == 1 and 0 < state["monitor_seconds"][0] < 600
+    state["monitor_seconds"] = [100_000.0]
+    with open(checkpoint / "state.pkl", "wb") as f:
+        pickle.dump(state, f)
+    write_manifest(checkpoint)
+    games_before = len((checkpoint / "monitor" / "0.monitor.csv").read_text().splitlines()) - 2
     # for follow --wait: how it ended (the final model may be one env step past the checkpoint)
     end = run_end(run_dir)
     assert end["reason"] == "interrupted" and end["target"] == 1200 and end["steps"] in (step, step + 1)
@@ -116,7 +129,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_0(tmp_path, small_conf):
     assert run_end(run_dir) == {"reason": "done", "steps": 1200, "target": 1200}
     # the Monitor's clock goes on from the checkpoint's: the resumed games' t follow the earlier ones'
     t = [float(line.split(",")[2]) for line in (run_dir / "0.monitor.csv").read_text().splitlines()[2:]]
-    assert len(t) > games_before and t == sorted(t) and t[games_before] > clock
+    assert len(t) > games_before and t == sorted(t) and t[games_before - 1] < 600 and t[games_before] > 100_000
     # TensorBoard: one run folder whose curve goes on past the checkpoint
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -250,7 +263,6 @@ def test_checkpoints_hold_the_buffer_compressed_and_old_ones_still_resume(tiny_r
     import copyreg
 
     from sb3_breakout.buffers import FrameStackReplayBuffer
-    from sb3_breakout.checkpoint import write_manifest
 
     new_pkl = tiny_run / "checkpoints" / "step_2000" / "replay_buffer.pkl"
     with open(new_pkl, "rb") as f:

@@ -16,7 +16,7 @@ def read_rows(path):
 
 
 def test_plot_writes_a_png_with_a_reference_curve(tiny_run, tmp_path):
-    reference = tmp_path / "reference.csv"  # same columns as ../shared/reference/zoo_dqn_breakout_curve.csv
+    reference = tmp_path / "reference.csv"  # same columns as docs/reference/zoo_dqn_breakout_curve.csv
     reference.write_text("steps,score\n0,1.2\n1000,1.4\n2000,1.9\n")
     out = tmp_path / "curve.png"
     result = run_cli(["-m", "sb3_breakout.plot", str(tiny_run), "--reference", str(reference),

@@ -160,7 +160,7 @@ def test_evaluate_record_and_plot_take_a_log_folder_of_both_algorithms(tiny_run,
     assert gif.stat().st_size > 1000
 
     # one figure with both runs and two published curves of 10M steps (the columns of
-    # ../shared/reference/zoo_*_breakout_curve.csv); the x axis follows the runs (a 2,000-step run is not
+    # docs/reference/zoo_*_breakout_curve.csv); the x axis follows the runs (a 2,000-step run is not
     # squeezed against 10M steps of reference), the references cut to it
     references = []
     for name, final in (("zoo_dqn", 307.0), ("zoo_qrdqn", 422.0)):
