@@ -26,7 +26,7 @@ import torch as th
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from sb3_breakout import checkpoint as ckpt
+from sb3_breakout import checkpoint_files as ckpt
 from sb3_breakout import config as cfg
 from sb3_breakout import zoo_links
 from sb3_breakout.atomic_write import write_text_atomically

@@ -34,9 +34,10 @@ from rl_zoo3.exp_manager import ExperimentManager
 from stable_baselines3.common.utils import set_random_seed
 
 from sb3_breakout import checkpoint as ckpt
+from sb3_breakout import checkpoint_files as ckpt_files
 from sb3_breakout import config as cfg
 from sb3_breakout import flags, monitor_clock, parallel, preflight, runlock, runs
-from sb3_breakout.atomic_write import OutputNotWritten
+from sb3_breakout.atomic_write import OutputNotWritten, describe_write_error, is_disk_full
 from sb3_breakout.callbacks import RunningRewardCallback
 from sb3_breakout.cli import OneLineArgumentParser
 from sb3_breakout.envs import ENV_ID
@@ -105,11 +106,11 @@ class BreakoutExperimentManager(ExperimentManager):
         try:
             model.save(tmp)
         except OSError as exc:
-            if not ckpt.is_disk_full(exc):
+            if not is_disk_full(exc):
                 raise
             tmp.unlink(missing_ok=True)
             kept = "the previous one is kept; " if final.exists() else ""
-            print(f"error: the final model {final} was not written: {ckpt.describe_write_error(exc)}; {kept}"
+            print(f"error: the final model {final} was not written: {describe_write_error(exc)}; {kept}"
                   f"free some space, then: python -m sb3_breakout.train --resume {self.save_path}", file=sys.stderr)
             raise SystemExit(1) from None
         os.replace(tmp, final)
@@ -241,15 +242,15 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None, Path
             n_given = args.n_timesteps != build_parser().get_default("n_timesteps")
             restore_args(args, saved, str(resume_dir / args.env / "args.yml"))
             try:
-                checkpoint, skipped = ckpt.latest_valid_checkpoint(resume_dir)
-            except ckpt.CheckpointError as exc:
+                checkpoint, skipped = ckpt_files.latest_valid_checkpoint(resume_dir)
+            except ckpt_files.CheckpointError as exc:
                 raise cfg.ConfigError(str(exc)) from None
             for line in skipped:
                 print(f"warning: {line}; using the earlier checkpoint {checkpoint}", file=sys.stderr)
-            recorded = None if n_given else ckpt.saved_target(checkpoint)
+            recorded = None if n_given else ckpt_files.saved_target(checkpoint)
             if recorded is not None:  # a resume with -n, interrupted: its -n again
                 args.n_timesteps = recorded
-            step = ckpt.checkpoint_step(checkpoint)
+            step = ckpt_files.checkpoint_step(checkpoint)
             target = args.n_timesteps if args.n_timesteps > 0 else int(float(entry.get("n_timesteps", 0)))
             if target <= step:
                 raise cfg.ConfigError(f"--resume {args.resume!r}: its checkpoint is at step {step} and the run "
@@ -341,9 +342,9 @@ def run_training(args: argparse.Namespace, entry: dict[str, Any], resume_dir: Pa
 def build_run(args: argparse.Namespace, entry: dict[str, Any], resume_dir: Path | None, checkpoint: Path | None,
               fresh: Path | None) -> tuple[BreakoutExperimentManager, Any, dict[str, Any] | None]:
     """RL Zoo's ``ExperimentManager`` and the learner (new, or the checkpoint's with its state)."""
-    state = ckpt.load_state(checkpoint) if checkpoint is not None else None
+    state = ckpt_files.load_state(checkpoint) if checkpoint is not None else None
     if checkpoint is not None:
-        ckpt.restore_run_files(checkpoint, resume_dir)
+        ckpt_files.restore_run_files(checkpoint, resume_dir)
     exp_manager = BreakoutExperimentManager(
         args, args.algo, args.env, args.log_folder,
         tensorboard_log=args.tensorboard_log,
@@ -363,7 +364,7 @@ def build_run(args: argparse.Namespace, entry: dict[str, Any], resume_dir: Path 
         entry=entry,
         resume_dir=resume_dir,
         run_dir=fresh,
-        trained_schedule=ckpt.saved_schedule(checkpoint) if checkpoint is not None else None,
+        trained_schedule=ckpt_files.saved_schedule(checkpoint) if checkpoint is not None else None,
     )
     line = parallel.describe_schedule({**entry, **exp_manager.trained_schedule})
     if line:
@@ -403,10 +404,10 @@ def learn(args: argparse.Namespace, exp_manager: BreakoutExperimentManager, mode
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a full disk while training (the Monitor file): exit 1, the run resumes
-        if not ckpt.is_disk_full(exc):
+        if not is_disk_full(exc):
             raise
         ckpt.close_quietly(model.env)
-        print(f"error: {ckpt.describe_write_error(exc)} at step {model.num_timesteps}; the last good checkpoint "
+        print(f"error: {describe_write_error(exc)} at step {model.num_timesteps}; the last good checkpoint "
               f"is {saver.last_checkpoint}: free some space, then: python -m sb3_breakout.train --resume {run_dir}",
               file=sys.stderr)
         return 1
@@ -418,7 +419,7 @@ def learn(args: argparse.Namespace, exp_manager: BreakoutExperimentManager, mode
     try:  # for `learning_curve follow --wait`; the model and checkpoints are already saved
         runs.write_run_end(run_dir, reason, model.num_timesteps, exp_manager.n_timesteps)
     except (OSError, OutputNotWritten) as exc:
-        why = ckpt.describe_write_error(exc) if isinstance(exc, OSError) else str(exc)
+        why = describe_write_error(exc) if isinstance(exc, OSError) else str(exc)
         print(f"warning: {why}: {runs.RUN_END} not written", file=sys.stderr)
     if saver.interrupted:
         print(f"Interrupted: checkpoint {saver.last_checkpoint}. Resume with: "

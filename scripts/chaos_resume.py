@@ -51,7 +51,7 @@ from pathlib import Path
 
 import yaml
 
-from sb3_breakout import checkpoint as ckpt
+from sb3_breakout import checkpoint_files as ckpt
 from sb3_breakout.callbacks import LinearEpsilonCallback
 from sb3_breakout.config import default_config, load_entry
 from sb3_breakout.envs import ENV_ID

@@ -49,7 +49,7 @@ from sb3_breakout import evaluate as ev
 from sb3_breakout import plot as pl
 from sb3_breakout import runs
 from sb3_breakout.atomic_write import OutputNotWritten, replace_atomically, write_text_atomically
-from sb3_breakout.checkpoint import checkpoint_dir, checkpoint_step, list_checkpoints, saved_target
+from sb3_breakout.checkpoint_files import checkpoint_dir, checkpoint_step, list_checkpoints, saved_target
 from sb3_breakout.cli import OneLineArgumentParser, check_output_folder
 from sb3_breakout.envs import ENV_ID
 from sb3_breakout.runlock import lock_holder

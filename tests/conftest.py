@@ -6,11 +6,19 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch as th
 import yaml
 
 from sb3_breakout.config import default_config, load_entry
 
 ENV = "BreakoutNoFrameskip-v4"
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One worker per CPU (pyproject's addopts): a worker's in-process learners get one torch thread each.
+    # With torch's default (all cores) in every worker, two workers on 2 cores spun against each other and
+    # the in-process training tests ran ~3x slower (test_double_q.py: 101 s against ~35 s). Tests of
+    # thread choices set their own counts; the training subprocesses take theirs from their command line.
+    th.set_num_threads(1)
 
 
 def small_entry(**overrides):
@@ -49,14 +57,15 @@ def small_conf(tmp_path):
 def tiny_run(tmp_path_factory):
     """
     One real training run shared by the evaluate, record and plot tests (treat it as read-only):
-    ``sb3_breakout.train -n 2000 --seed 0 -params buffer_size:5000 --save-freq 1000 --num-threads 1``
-    on the default recipe (one torch thread: several times faster on a busy CPU), so the run folder
-    holds the final model, ``0.monitor.csv``, ``config.yml``/``args.yml`` and the checkpoints
-    ``step_1000`` and ``step_2000``.
+    ``sb3_breakout.train -n 2000 --seed 0 -params buffer_size:5000 batch_size:8 --save-freq 1000 --num-threads 1``
+    on the default recipe (one torch thread: several times faster on a busy CPU; batches of 8: its 492
+    updates were ~70% of its time at 32), so the run folder holds the final model, ``0.monitor.csv``,
+    ``config.yml``/``args.yml`` and the checkpoints ``step_1000`` and ``step_2000``.
     """
     root = tmp_path_factory.mktemp("tiny_run")
     result = run_cli(["-m", "sb3_breakout.train", "-n", "2000", "--seed", "0", "-f", "logs",
-                      "-params", "buffer_size:5000", "--save-freq", "1000", "--num-threads", "1"], cwd=root)
+                      "-params", "buffer_size:5000", "batch_size:8", "--save-freq", "1000",
+                      "--num-threads", "1"], cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "logs" / "dqn" / f"{ENV}_1"
 
@@ -69,6 +78,7 @@ def tiny_qrdqn_run(tmp_path_factory):
     """
     root = tmp_path_factory.mktemp("tiny_qrdqn_run")
     result = run_cli(["-m", "sb3_breakout.train", "--algo", "qrdqn", "-n", "2000", "--seed", "0", "-f", "logs",
-                      "-params", "buffer_size:5000", "--save-freq", "1000", "--num-threads", "1"], cwd=root)
+                      "-params", "buffer_size:5000", "batch_size:8", "--save-freq", "1000",
+                      "--num-threads", "1"], cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "logs" / "qrdqn" / f"{ENV}_1"

@@ -103,7 +103,8 @@ def test_running_reward_line_and_solved_stop(capsys):
 
 
 def test_stop_when_solved_false_trains_on_and_keeps_the_solved_checkpoint(tmp_path):
-    from sb3_breakout.checkpoint import PINNED, CheckpointCallback, list_checkpoints
+    from sb3_breakout.checkpoint import CheckpointCallback
+    from sb3_breakout.checkpoint_files import PINNED, list_checkpoints
 
     env = make_breakout_env("deepmind", seed=1)
     model = make_dqn(env, learning_starts=10**9)

@@ -20,7 +20,7 @@ import pytest
 from stable_baselines3 import DQN
 
 from conftest import ENV, run_cli
-from sb3_breakout.checkpoint import list_checkpoints, load_state, verify_checkpoint
+from sb3_breakout.checkpoint_files import list_checkpoints, load_state, verify_checkpoint
 
 LIMIT = 2_000_000  # bytes: below a checkpoint's model.zip (~27 MB), above the Monitor file and the YAMLs
 

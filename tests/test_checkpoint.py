@@ -1,6 +1,5 @@
 """Checkpoints, resume after SIGKILL/SIGTERM, damaged checkpoints, determinism: real processes, real files."""
 
-import json
 import pickle
 import shutil
 import signal
@@ -15,13 +14,7 @@ from stable_baselines3 import DQN
 
 from conftest import ENV, run_cli
 from sb3_breakout import train
-from sb3_breakout.checkpoint import (
-    CheckpointError,
-    checkpoint_step,
-    list_checkpoints,
-    verify_checkpoint,
-    write_manifest,
-)
+from sb3_breakout.checkpoint_files import list_checkpoints, verify_checkpoint, write_manifest
 from sb3_breakout.runs import run_end
 
 
@@ -38,16 +31,6 @@ def wait_for(predicate, timeout=300):
             return
         time.sleep(0.2)
     raise TimeoutError
-
-
-def test_checkpoints_are_listed_by_step_not_by_name(tmp_path):
-    # step_99000 sorts after step_100000 by name; a resume must take the newest by step, and unfinished
-    # (.tmp) or set-aside (.replaced) folders and stray files are not checkpoints
-    for name in ["step_100000", "step_99000", "step_481612", "step_500000.tmp", "step_400000.replaced", "step_x"]:
-        (tmp_path / "checkpoints" / name).mkdir(parents=True)
-    (tmp_path / "checkpoints" / "step_7").write_text("a file")
-    listed = list_checkpoints(tmp_path)
-    assert [checkpoint_step(c) for c in listed] == [99_000, 100_000, 481_612]
 
 
 def expected_eps(t):  # the small config's schedule
@@ -203,21 +186,6 @@ def test_same_seed_same_run(tmp_path, small_conf):
         assert th.equal(weights[0][key], weights[1][key]), key
 
 
-def test_manifest_catches_a_flipped_byte_without_unpickling(tiny_run, tmp_path):
-    """A resume checks the files against manifest.json (sizes, CRC-32): a same-size bit flip is named."""
-    copy = tmp_path / "step_1000"
-    shutil.copytree(tiny_run / "checkpoints" / "step_1000", copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    assert set(manifest) == {"model.zip", "replay_buffer.pkl", "state.pkl"}
-    verify_checkpoint(copy)  # intact
-    buffer_pkl = copy / "replay_buffer.pkl"
-    data = bytearray(buffer_pkl.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    buffer_pkl.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=r"replay_buffer\.pkl is truncated or corrupt \(CRC-32 mismatch\)"):
-        verify_checkpoint(copy)
-
-
 def _damage_config(run_dir):
     (run_dir / ENV / "config.yml").write_text("buffer_size: [5000\n")
 
@@ -294,23 +262,3 @@ def test_checkpoints_hold_the_buffer_compressed_and_old_ones_still_resume(tiny_r
         assert after.pos == 2400  # the 2,000 transitions of the checkpoint, then 400 more
         assert np.array_equal(after.frames[:2000], buffer.frames[:2000])
         assert np.array_equal(after.actions[:2000], buffer.actions[:2000])
-
-
-def test_a_kill_between_the_renames_of_a_same_step_save_loses_no_checkpoint(tiny_run, tmp_path):
-    """
-    Saving again at a step that has a checkpoint moves the old one to ``step_N.replaced`` before the
-    new one is renamed into place; a kill between the two renames left neither name a checkpoint, and
-    resume fell back to an older one. The moved copy is put back.
-    """
-    from sb3_breakout.checkpoint import checkpoint_root, latest_valid_checkpoint
-
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    root = checkpoint_root(run)
-    (root / "step_2000").rename(root / "step_2000.replaced")  # the state a kill there leaves
-    (root / "step_2000.tmp").mkdir()  # the new copy, not finished
-    assert [c.name for c in list_checkpoints(run)] == ["step_1000"]
-    checkpoint, skipped = latest_valid_checkpoint(run)
-    assert checkpoint == root / "step_2000" and skipped == []
-    assert not (root / "step_2000.replaced").exists()
-    verify_checkpoint(checkpoint)

@@ -36,12 +36,13 @@ class TargetProbe(BaseCallback):
         return True
 
 
-def trained(algo, *callbacks):
-    """600 agent steps on the real game; the target network stays at its start (no sync), the online one learns."""
+def trained(algo, *callbacks, steps=STEPS):
+    """``steps`` agent steps on the real game; the target network stays at its start (no sync), the online one
+    learns."""
     env = make_breakout_env("deepmind", seed=0)
     kwargs = nature_policy_kwargs(n_quantiles=16) if algo is QRDQN else nature_policy_kwargs()
     model = algo("CnnPolicy", env, policy_kwargs=kwargs, **SMALL)
-    model.learn(STEPS, callback=list(callbacks))
+    model.learn(steps, callback=list(callbacks))
     env.close()
     return model
 
@@ -66,7 +67,8 @@ def test_the_target_is_the_target_networks_value_of_the_online_networks_greedy_a
 
 
 def test_the_updates_change_and_the_saved_model_is_the_plain_learners(tmp_path):
-    model, plain, again = trained(QRDQN, DoubleQCallback()), trained(QRDQN), trained(QRDQN)
+    # 300 agent steps: 67 updates, the first one the same with both targets (the networks start equal)
+    model, plain, again = (trained(QRDQN, *callbacks, steps=300) for callbacks in ([DoubleQCallback()], [], []))
     weights = [m.policy.state_dict() for m in (model, plain, again)]
     assert weights[0].keys() == weights[1].keys()
     assert all(th.equal(a, b) for a, b in zip(weights[1].values(), weights[2].values(), strict=True))  # deterministic

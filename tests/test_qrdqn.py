@@ -25,7 +25,7 @@ from conftest import ENV, run_cli, small_entry, write_conf
 from sb3_breakout import config as cfg
 from sb3_breakout import plot, runs
 from sb3_breakout.buffers import FrameStackReplayBuffer
-from sb3_breakout.checkpoint import list_checkpoints
+from sb3_breakout.checkpoint_files import list_checkpoints
 from sb3_breakout.envs import make_breakout_env
 from sb3_breakout.torch_layers import NatureCNN, nature_policy_kwargs
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import ENV, run_cli, small_entry, write_conf
-from sb3_breakout.checkpoint import list_checkpoints
+from sb3_breakout.checkpoint_files import list_checkpoints
 from sb3_breakout.runlock import RunBusyError, RunLock, create_run_folder
 
 

@@ -20,9 +20,9 @@ from conftest import ENV, run_cli, small_entry, write_conf
 from sb3_breakout import config as cfg
 from sb3_breakout import runs, zoo_links
 from sb3_breakout.callbacks import RunningRewardCallback
-from sb3_breakout.checkpoint import (
+from sb3_breakout.checkpoint import CheckpointCallback
+from sb3_breakout.checkpoint_files import (
     PINNED,
-    CheckpointCallback,
     checkpoint_dir,
     checkpoint_step,
     intact_models,
