@@ -20,7 +20,8 @@ from sb3_breakout.runs import run_end
 
 def start_training(tmp_path, conf, *extra):
     return subprocess.Popen(
-        [sys.executable, "-m", "sb3_breakout.train", "-conf", str(conf), "-f", "logs", "--seed", "3", *extra],
+        [sys.executable, "-m", "sb3_breakout.train", "-conf", str(conf), "-f", "logs", "--seed", "3",
+         "--num-threads", "1", *extra],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -56,7 +57,7 @@ def test_sigkill_then_resume_continues_the_run(tmp_path, small_conf):
     with open(checkpoint / "replay_buffer.pkl", "rb") as f:
         buffer_at_checkpoint = pickle.load(f)
 
-    resumed = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir)], cwd=tmp_path)
+    resumed = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir), "--num-threads", "1"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"from step_{step}: step {step} of 1500" in resumed.stdout
     # --save-freq 300 and --keep-checkpoints 2 come back from args.yml (the default would be 100,000)
@@ -106,7 +107,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_0(tmp_path, small_conf):
     # for follow --wait: how it ended (the final model may be one env step past the checkpoint)
     end = run_end(run_dir)
     assert end["reason"] == "interrupted" and end["target"] == 1200 and end["steps"] in (step, step + 1)
-    resumed = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir)], cwd=tmp_path)
+    resumed = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir), "--num-threads", "1"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert DQN.load(run_dir / f"{ENV}.zip", device="cpu").num_timesteps == 1200
     assert run_end(run_dir) == {"reason": "done", "steps": 1200, "target": 1200}
@@ -147,13 +148,14 @@ def test_a_run_extended_with_n_then_interrupted_resumes_to_the_new_n(tmp_path, s
 def test_damaged_checkpoints_are_named_and_the_earlier_one_is_used(tmp_path, small_conf):
     run_dir = tmp_path / "logs" / "dqn" / f"{ENV}_1"
     first = run_cli(["-m", "sb3_breakout.train", "-conf", str(small_conf), "-f", "logs", "-n", "800",
-                     "--save-freq", "400", "--seed", "1"], cwd=tmp_path)
+                     "--save-freq", "400", "--seed", "1", "--num-threads", "1"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     older, newer = list_checkpoints(run_dir)
     model_zip = newer / "model.zip"
     model_zip.write_bytes(model_zip.read_bytes()[:1000])  # truncated, as by a full disk
 
-    resumed = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir), "-n", "800"], cwd=tmp_path)
+    resumed = run_cli(["-m", "sb3_breakout.train", "--resume", str(run_dir), "-n", "800", "--num-threads", "1"],
+                      cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert str(model_zip) in resumed.stderr and "truncated or corrupt" in resumed.stderr
     assert f"from {older.name}" in resumed.stdout

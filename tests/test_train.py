@@ -1,6 +1,7 @@
 """End to end: the training CLI in a subprocess, then RL Zoo's own enjoy on its run folder."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -54,6 +55,9 @@ def test_train_then_rl_zoo_enjoy(tmp_path):
     train = run(["-m", "sb3_breakout.train", "-n", "3000", "--seed", "7", "-f", "logs",
                  "-params", "buffer_size:5000", "batch_size:8"], cwd=tmp_path)  # batches of 8: cheap updates
     assert train.returncode == 0, train.stderr[-3000:]
+    # the default --num-threads auto timed one thread and more once updates began, and kept one count
+    assert re.search(r"^torch threads: \d+ \(agent steps/s by threads: 1: \d+", train.stdout, re.MULTILINE), \
+        train.stdout[-2000:]
     run_dir = tmp_path / "logs" / "dqn" / f"{ENV}_1"
     assert (run_dir / f"{ENV}.zip").is_file()
     assert (run_dir / ENV / "config.yml").is_file() and (run_dir / ENV / "args.yml").is_file()
@@ -206,7 +210,7 @@ def test_diverging_training_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     # Adam steps of ~1e30: the first updates (from step 200) make the network overflow
     conf = write_conf(tmp_path, small_entry(learning_rate=1e30, learning_starts=200))
     result = run(["-m", "sb3_breakout.train", "-conf", str(conf), "-f", "logs", "-n", "2000", "--save-freq", "40",
-                  "--seed", "0"], cwd=tmp_path)
+                  "--seed", "0", "--num-threads", "1"], cwd=tmp_path)
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert "not finite" in result.stderr or "loss became" in result.stderr
     checkpoints = list((tmp_path / "logs" / "dqn" / f"{ENV}_1" / "checkpoints").glob("step_*"))
