@@ -351,6 +351,11 @@ ONE_GAME_FP32 = {"n_envs": 1, "train_freq": 4, "gradient_steps": 1, "policy_kwar
     f"dict(features_extractor_class={NATURE}, net_arch=[], features_extractor_kwargs=dict(bf16=False), "
     "optimizer_kwargs=dict(fused=True))")}
 # (QR-DQN: without optimizer_kwargs, sb3-contrib's own Adam(eps=0.01 / 32), not fused, as those runs had)
+def fast_nature_lever(what: str, **changes) -> tuple[str, dict]:
+    """A lever row: the QR-DQN fast-nature entry, where the levers were measured, with ``changes`` (YAML keys)."""
+    return f"  qrdqn.yml fast-nature entry, {what}", {"profile": "fast-nature", **changes}
+
+
 ONE_GAME_FP32_QR = {**ONE_GAME_FP32, "policy_kwargs": (
     f"dict(features_extractor_class={NATURE}, net_arch=[], n_quantiles=200, "
     "features_extractor_kwargs=dict(bf16=False))")}
@@ -382,43 +387,34 @@ CONFIGS = {
     "b-qr": ("plain sb3-contrib QR-DQN, RL Zoo Atari", None),
     "c-qr": ("sb3_breakout QR-DQN (hyperparams/qrdqn.yml)", {}),
     "c-qr-fast": ("  qrdqn.yml fast entry as shipped", {"profile": "fast"}),
-    "c-qr-fast-before": ("  qrdqn.yml fast-nature entry, 1 game, fp32 (before)", {
-        "profile": "fast-nature", **ONE_GAME_FP32_QR}),
+    "c-qr-fast-before": fast_nature_lever("1 game, fp32 (before)", **ONE_GAME_FP32_QR),
     # policy_kwargs without optimizer_kwargs: sb3-contrib's QRDQN builds Adam(eps=0.01 / 32), not fused, as
     # it did for every run of the entry until qrdqn.yml named optimizer_class (sb3_breakout.config)
-    "c-qr-fast-unfused": (
-        "  qrdqn.yml fast-nature entry with sb3-contrib's own Adam (not fused: runs before 2026-12-02)",
-        {"profile": "fast-nature", "policy_kwargs": (
+    "c-qr-fast-unfused": fast_nature_lever(
+        "sb3-contrib's own Adam (not fused: runs before 2026-12-02)", policy_kwargs=(
             f"dict(features_extractor_class={NATURE}, net_arch=[], n_quantiles=200, "
-            "features_extractor_kwargs=dict(channels_last=True, bf16='auto'))")}),
-    "c-qr-fast-ale": ("  qrdqn.yml fast-nature entry on ALE's vector env", {
-        "profile": "fast-nature",
-        "vec_env_wrapper": [{"sb3_breakout.vector_env.ale_vector_backend": {"num_threads": 0}}]}),
+            "features_extractor_kwargs=dict(channels_last=True, bf16='auto'))")),
+    "c-qr-fast-ale": fast_nature_lever("on ALE's vector env", vec_env_wrapper=[
+        {"sb3_breakout.vector_env.ale_vector_backend": {"num_threads": 0}}]),
     # the replay ratio: updates per agent step (train_freq in vector steps of the entry's 4 games)
-    "c-qr-fast-rr4": ("  qrdqn.yml fast-nature entry, 1 update / 4 agent steps (train_freq 1: before 2026-12-02)", {
-        "profile": "fast-nature", "train_freq": 1}),
-    "c-qr-fast-rr16": ("  qrdqn.yml fast-nature entry, 1 update / 16 agent steps (train_freq 4)", {
-        "profile": "fast-nature", "train_freq": 4}),
-    "c-qr-fast-b64": ("  qrdqn.yml fast-nature entry, 1 update of batch 64 / 8 agent steps", {
-        "profile": "fast-nature", "batch_size": 64}),
-    "c-qr-fast-q50": ("  qrdqn.yml fast-nature entry, 50 quantiles (not 200)", {
-        "profile": "fast-nature",
-        "policy_kwargs": fast_qr_policy_kwargs().replace("n_quantiles=200", "n_quantiles=50")}),
+    "c-qr-fast-rr4": fast_nature_lever("1 update / 4 agent steps (train_freq 1: before 2026-12-02)", train_freq=1),
+    "c-qr-fast-rr16": fast_nature_lever("1 update / 16 agent steps (train_freq 4)", train_freq=4),
+    "c-qr-fast-b64": fast_nature_lever("1 update of batch 64 / 8 agent steps", batch_size=64),
+    "c-qr-fast-q50": fast_nature_lever("50 quantiles (not 200)", policy_kwargs=fast_qr_policy_kwargs().replace(
+        "n_quantiles=200", "n_quantiles=50")),
     # prioritized replay (sb3_breakout.prioritized): the sum tree's draws and updates, the weighted loss
-    "c-qr-fast-per": ("  qrdqn.yml fast-nature entry, prioritized replay (alpha 0.5, beta 0.4 -> 1)", {
-        "profile": "fast-nature",
-        "replay_buffer_class": "importlib.import_module('sb3_breakout.prioritized').PrioritizedFrameStackReplayBuffer",
-        "replay_buffer_kwargs": "dict(n_steps=3, gamma=0.99, alpha=0.5, beta=0.4)"}),
+    "c-qr-fast-per": fast_nature_lever(
+        "prioritized replay (alpha 0.5, beta 0.4 -> 1)",
+        replay_buffer_class="importlib.import_module('sb3_breakout.prioritized').PrioritizedFrameStackReplayBuffer",
+        replay_buffer_kwargs="dict(n_steps=3, gamma=0.99, alpha=0.5, beta=0.4)"),
     # 8 games at train_freq 1: the same one update per 8 agent steps, twice the games per forward pass
-    "c-qr-fast-n8": ("  qrdqn.yml fast-nature entry, 8 games at train_freq 1 (1 update / 8 agent steps)", {
-        "profile": "fast-nature", "n_envs": 8, "train_freq": 1}),
+    "c-qr-fast-n8": fast_nature_lever("8 games at train_freq 1 (1 update / 8 agent steps)", n_envs=8, train_freq=1),
     # DrQ's random shift of the sampled frames (NatureCNN random_shift, training mode only)
-    "c-qr-fast-drq": ("  qrdqn.yml fast-nature entry, DrQ random shift of +-4 pixels", {
-        "profile": "fast-nature",
-        "policy_kwargs": fast_qr_policy_kwargs().replace("bf16='auto')", "bf16='auto', random_shift=4)")}),
+    "c-qr-fast-drq": fast_nature_lever("DrQ random shift of +-4 pixels", policy_kwargs=fast_qr_policy_kwargs().replace(
+        "bf16='auto')", "bf16='auto', random_shift=4)")),
     # Double DQN's target (sb3_breakout.double_q): one more forward pass of the online network per update
-    "c-qr-fast-dq": ("  qrdqn.yml fast-nature entry, double-Q target (DoubleQCallback)", {
-        "profile": "fast-nature", "extra_callbacks": ["sb3_breakout.double_q.DoubleQCallback"]}),
+    "c-qr-fast-dq": fast_nature_lever("double-Q target (DoubleQCallback)",
+                                      extra_callbacks=["sb3_breakout.double_q.DoubleQCallback"]),
     # the fast entry with the Nature network (the fast entry until 2026-12-03 evening; the rows above change it)
     "c-qr-fast-nature": ("  qrdqn.yml fast-nature entry as shipped (the fast entry with NatureCNN)", {
         "profile": "fast-nature"}),
