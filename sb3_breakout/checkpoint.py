@@ -54,7 +54,6 @@ class TrainingDivergedError(RuntimeError):
     """The loss or the network's weights stopped being finite."""
 
 
-
 def close_quietly(env: Any) -> None:
     """
     Close ``env`` after a write failed for a full disk: its Monitor file still holds the row that did
@@ -64,7 +63,6 @@ def close_quietly(env: Any) -> None:
         env.close()
     except OSError:
         pass
-
 
 
 def rng_state(model: Any) -> dict[str, Any]:
@@ -85,6 +83,7 @@ def restore_rng_state(model: Any, state: dict[str, Any]) -> None:
 
 def weights_are_finite(model: Any) -> bool:
     return all(bool(th.isfinite(p).all()) for p in model.policy.parameters())
+
 
 class CheckpointCallback(BaseCallback):
     """
@@ -275,6 +274,7 @@ class CheckpointCallback(BaseCallback):
         for path in [*tmp.rglob("*"), tmp]:
             fsync_path(path)
         verify_checkpoint(tmp)  # the manifest agrees with the files as written
+
 
 def restore_callbacks(state: dict[str, Any], running_reward: RunningRewardCallback | None) -> None:
     saved = state.get("running_reward")

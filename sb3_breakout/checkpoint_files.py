@@ -46,7 +46,6 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file."""
 
 
-
 def checkpoint_root(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR
 
@@ -208,6 +207,7 @@ def latest_valid_checkpoint(run_dir: str | Path) -> tuple[Path, list[str]]:
         except CheckpointError as exc:
             skipped.append(str(exc))
     raise CheckpointError(f"no usable checkpoint in {checkpoint_root(run_dir)}: " + "; ".join(skipped))
+
 
 def restore_run_files(checkpoint: Path, run_dir: Path) -> None:
     """Put the Monitor CSVs back as they were at the checkpoint (rows written after it are dropped)."""

@@ -128,6 +128,8 @@ def touch_buffer(buffer) -> None:
         if isinstance(value, np.ndarray) and value.size:
             for start in range(0, len(value), 4096):  # rewrite in place, contents unchanged
                 value[start:start + 4096] = value[start:start + 4096].copy()
+
+
 class StepTimer:
     """Wall time of the steps after ``warmup``, as an SB3 callback."""
 
@@ -346,16 +348,18 @@ def fast_qr_policy_kwargs() -> str:
     policy_kwargs = entry["policy_kwargs"]
     assert "n_quantiles=200" in policy_kwargs, policy_kwargs
     return policy_kwargs
-# the fast entries as they were before they took the speed settings: one game (train_freq 4), fp32
-ONE_GAME_FP32 = {"n_envs": 1, "train_freq": 4, "gradient_steps": 1, "policy_kwargs": (
-    f"dict(features_extractor_class={NATURE}, net_arch=[], features_extractor_kwargs=dict(bf16=False), "
-    "optimizer_kwargs=dict(fused=True))")}
-# (QR-DQN: without optimizer_kwargs, sb3-contrib's own Adam(eps=0.01 / 32), not fused, as those runs had)
+
+
 def fast_nature_lever(what: str, **changes) -> tuple[str, dict]:
     """A lever row: the QR-DQN fast-nature entry, where the levers were measured, with ``changes`` (YAML keys)."""
     return f"  qrdqn.yml fast-nature entry, {what}", {"profile": "fast-nature", **changes}
 
 
+# the fast entries as they were before they took the speed settings: one game (train_freq 4), fp32
+ONE_GAME_FP32 = {"n_envs": 1, "train_freq": 4, "gradient_steps": 1, "policy_kwargs": (
+    f"dict(features_extractor_class={NATURE}, net_arch=[], features_extractor_kwargs=dict(bf16=False), "
+    "optimizer_kwargs=dict(fused=True))")}
+# (QR-DQN: without optimizer_kwargs, sb3-contrib's own Adam(eps=0.01 / 32), not fused, as those runs had)
 ONE_GAME_FP32_QR = {**ONE_GAME_FP32, "policy_kwargs": (
     f"dict(features_extractor_class={NATURE}, net_arch=[], n_quantiles=200, "
     "features_extractor_kwargs=dict(bf16=False))")}
